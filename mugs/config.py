@@ -105,6 +105,13 @@ class EvalConfig:
     linear_batch_size: int = 256
     n_last_blocks: int = 4
     avgpool_patchtokens: bool = False
+    # online kNN monitor during pretraining (the intermediate objective sweeps prune on):
+    # every `monitor_every` steps, weighted kNN top-1 of held-out *training* images against the
+    # rest of the training split; 0 = off. The test split is never touched.
+    monitor_every: int = 0
+    monitor_bank: int = 2000
+    monitor_queries: int = 500
+    monitor_k: int = 20
 
 
 @dataclass
@@ -269,6 +276,16 @@ def validate(cfg: MugsConfig, check_data: bool = True) -> None:
         "model.group_out_dim": mo.group_out_dim,
     }
     for key, v in positive.items():
+        if v <= 0:
+            raise ConfigError(f"{key}: must be > 0, got {v}")
+    ev = cfg.eval
+    if ev.monitor_every < 0:
+        raise ConfigError(f"eval.monitor_every: must be >= 0 (0 = off), got {ev.monitor_every}")
+    for key, v in (
+        ("eval.monitor_bank", ev.monitor_bank),
+        ("eval.monitor_queries", ev.monitor_queries),
+        ("eval.monitor_k", ev.monitor_k),
+    ):
         if v <= 0:
             raise ConfigError(f"{key}: must be > 0, got {v}")
     if t.max_steps is not None and t.max_steps <= 0:

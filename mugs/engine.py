@@ -89,6 +89,7 @@ class Trainer:
         self.stop_requested = False
         self._dataset: SeededAugmentDataset | None = None
         self._sampler: ResumableSampler | None = None
+        self._monitor: Any = None
         self.iters_per_epoch = iters_per_epoch or self._build_data()
         self._build_schedules()
 
@@ -169,6 +170,15 @@ class Trainer:
             prefetch_factor=4 if nw > 0 else None,
         )
 
+    def monitor(self) -> float:
+        """The online kNN monitor (held-out training images) on the teacher backbone."""
+        if self._monitor is None:
+            from mugs.eval.monitor import KnnMonitor
+
+            self._monitor = KnnMonitor(self.cfg)
+        with self.autocast():
+            return self._monitor(self.teacher.backbone, self.device)
+
     def _agree_on_stop(self) -> None:
         """Ranks may see a signal at different steps; all stop at the first step any rank saw it."""
         if is_dist() and self.dist.world_size > 1:
@@ -189,17 +199,21 @@ class Trainer:
         try:
             last_time, last_step = time.perf_counter(), self.step
             global_batch = t.batch_size * self.dist.world_size
+            mon_every = self.cfg.eval.monitor_every
             while self.step < self.total_steps and not self.stop_requested:
                 epoch, start = divmod(self.step, self.iters_per_epoch)
                 for crops, weak in self._loader(epoch, start):
                     crops = [c.to(self.device, non_blocking=True) for c in crops]
                     metrics = self.train_step(crops, weak.to(self.device))
-                    if self.step % t.log_every == 0 or self.step == self.total_steps:
+                    monitor_due = bool(mon_every) and self.step % mon_every == 0
+                    if self.step % t.log_every == 0 or self.step == self.total_steps or monitor_due:
                         now = time.perf_counter()
                         metrics["images_per_s"] = (
                             global_batch * (self.step - last_step) / max(now - last_time, 1e-9)
                         )
-                        last_time, last_step = now, self.step
+                        if monitor_due and self.dist.is_main:
+                            metrics["monitor/knn_top1"] = self.monitor()
+                        last_time, last_step = time.perf_counter(), self.step
                         if self.dist.is_main:
                             for cb in self.callbacks:
                                 cb.on_step_end(self, metrics)

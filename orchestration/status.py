@@ -50,9 +50,9 @@ def trial_status(trial_dir: Path) -> dict[str, Any]:
     }
 
 
-def cancel_trial(trial_dir: Path) -> None:
+def cancel_trial(trial_dir: Path, reason: str = "cancelled by user") -> None:
     spec = TrialSpec.load(trial_dir)
     _backend(spec).cancel(spec)
     if spec.run_id:
-        tracking.set_tags(spec.tracking_uri, spec.run_id, {"mugs.failure_reason": "cancelled by user"})
+        tracking.set_tags(spec.tracking_uri, spec.run_id, {"mugs.failure_reason": reason})
         tracking.set_status(spec.tracking_uri, spec.run_id, "KILLED")

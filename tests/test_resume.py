@@ -34,11 +34,13 @@ def test_resume_continues_bit_exactly(tmp_path):
     a = tmp_path / "uninterrupted"
     assert Trainer(cfg, a, callbacks=[JsonlMetrics(a / "metrics.jsonl")]).fit() == "completed"
 
+    # the interrupted run also runs the online kNN monitor: it must not disturb training either
+    cfg_b = demo_config(*OVERRIDES, "eval.monitor_every=2", "eval.monitor_queries=100")
     b = tmp_path / "interrupted"
-    first = Trainer(cfg, b, callbacks=[JsonlMetrics(b / "metrics.jsonl"), StopAt(5)])
+    first = Trainer(cfg_b, b, callbacks=[JsonlMetrics(b / "metrics.jsonl"), StopAt(5)])
     assert first.fit() == "preempted"  # crosses the epoch boundary at step 8? no: 16 batches/epoch
     assert first.step == 5
-    second = Trainer(cfg, b, callbacks=[JsonlMetrics(b / "metrics.jsonl")])
+    second = Trainer(cfg_b, b, callbacks=[JsonlMetrics(b / "metrics.jsonl")])
     assert second.maybe_resume() and second.step == 5
     assert second.fit() == "completed"
 
@@ -47,6 +49,12 @@ def test_resume_continues_bit_exactly(tmp_path):
     for s in range(1, 9):
         assert la[s] == lb[s], f"step {s}: {la[s]} != {lb[s]}"
     assert not list(b.glob(".*.tmp")), "no temporary checkpoint files left"
+    mon = {
+        d["step"]: d.get("monitor/knn_top1")
+        for d in map(json.loads, (b / "metrics.jsonl").read_text().splitlines())
+    }
+    assert [s for s, v in mon.items() if v is not None] == [2, 4, 6, 8]
+    assert all(10.0 < mon[s] <= 100.0 for s in (2, 4, 6, 8)), mon  # 10 classes: chance is 10 %
 
 
 def test_resume_refuses_a_different_method(tmp_path):

@@ -48,6 +48,9 @@ def _sweep(spec: Path, workdir: Path, *extra: str) -> subprocess.CompletedProces
         (GOOD.replace("name: t", "name: t\nsearch: {kind: optuna}"), (), "search.trials"),
         (GOOD.replace("method.topk", "method.nope"), (), "method.nope"),
         (GOOD, ("--profile", "huge"), "huge"),
+        (GOOD.replace("name: t", "name: t\nsearch: {pruner: median}"), (), "search.pruning"),
+        (GOOD.replace("name: t", "name: t\nsearch: {pruner: asha, pruning: {every: 0}}"), (), "every"),
+        (GOOD.replace("name: t", "name: t\nsearch: {pruner: hyperband, pruning: {every: 5}}"), (), "pruner"),
     ],
 )
 def test_invalid_spec_exits_2_and_creates_nothing(tmp_path, text, extra, words):
@@ -67,7 +70,7 @@ def test_missing_spec_file(tmp_path):
     assert not (tmp_path / "work").exists()
 
 
-@pytest.mark.parametrize("name", ["loss_weights", "queue_sizes", "neighbours"])
+@pytest.mark.parametrize("name", ["loss_weights", "queue_sizes", "neighbours", "learning_rate"])
 def test_shipped_specs_dry_run(tmp_path, name):
     r = _sweep(REPO / "sweeps" / f"{name}.yaml", tmp_path / "work", "--dry-run")
     assert r.returncode == 0, r.stderr

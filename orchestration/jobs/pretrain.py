@@ -115,14 +115,12 @@ class PretrainTask:
 
         # stopped early: cancelled, or preempted / timed out
         if self._stop_reason == "cancelled":
-            (out / "CANCELLED").write_text(f"cancelled at step {trainer.step}\n")
+            why = f"cancelled at step {trainer.step}"
+            if (out / "PRUNED").exists():  # the sweep's pruner stopped this trial
+                why = f"{(out / 'PRUNED').read_text().strip()}; stopped at step {trainer.step}"
+            (out / "CANCELLED").write_text(why + "\n")
             if main and run_id:
-                safe(
-                    tracking.set_tags,
-                    uri,
-                    run_id,
-                    {"mugs.failure_reason": f"cancelled at step {trainer.step}"},
-                )
+                safe(tracking.set_tags, uri, run_id, {"mugs.failure_reason": why})
                 safe(tracking.set_status, uri, run_id, "KILLED")
             sys.exit(1)
         if attempt >= spec.max_requeues:

@@ -75,7 +75,11 @@ def prepare_spec(req: SweepRequest) -> tuple[SweepSpec, dict[str, Any]]:
             spec.base.preset = prof.preset
         if prof.evals is not None:
             spec.evals = prof.evals
+        if prof.pruning is not None:
+            spec.search.pruning = prof.pruning
         extra.update(prof.overrides)
+    if spec.search.pruner != "none" and spec.search.pruning is not None:
+        extra["eval.monitor_every"] = spec.search.pruning.every  # the intermediate objective
     for item in req.sets:
         try:
             k, v = _flatten_set(item)
@@ -107,12 +111,13 @@ def _print_table(spec: SweepSpec, plans: list[TrialPlan]) -> None:
     print(
         f"sweep {spec.name}: {len(plans)} trials ({spec.search.kind}; backend {spec.backend.name}; evals {','.join(spec.evals)})"
     )
-    print("  " + "  ".join(["trial_id".ljust(22), "seed", *keys]))
+    width = max([len("trial_id"), *(len(p.trial_id) for p in plans)])
+    print("  " + "  ".join(["trial_id".ljust(width), "seed", *keys]))
     for p in plans:
         print(
             "  "
             + "  ".join(
-                [p.trial_id.ljust(22), str(p.seed).ljust(4), *[json.dumps(p.setting.get(k)) for k in keys]]
+                [p.trial_id.ljust(width), str(p.seed).ljust(4), *[json.dumps(p.setting.get(k)) for k in keys]]
             )
         )
 
@@ -145,6 +150,7 @@ class SweepRun:
         self.uri = tracking.resolve_tracking_uri(req.tracking_uri, req.workdir)
         self.state = load_state(self.sweep_dir)
         self.experiment = spec.experiment or spec.name
+        self._pruner: Any = None
 
     # --------------------------------------------------------------- parent
     def parent(self, expected: int) -> str:
@@ -214,22 +220,43 @@ class SweepRun:
                 spec.save()
         return d
 
+    def pruner(self) -> Any:
+        """The sweep's pruner (None without ``search.pruner``), created once per invocation."""
+        if self.spec.search.pruner == "none":
+            return None
+        if self._pruner is None:
+            from orchestration.sweeps.pruning import SweepPruner
+
+            self._pruner = SweepPruner(self.spec.search, self.sweep_dir, self.uri, self.spec.name)
+        return self._pruner
+
     def run_batch(self, dirs: list[Path], progress: SweepProgress) -> None:
+        pruner = self.pruner()
+        tick: Any = progress
+        if pruner is not None:
+            pruner.register(dirs)
+
+            def tick() -> None:
+                pruner.tick()
+                progress()
+
         kinds = {d: classify(d) for d in dirs}
         todo = [d for d, k in kinds.items() if k in ("new", "stopped", "failed")]
         active = [d for d, k in kinds.items() if k == "active"]
-        skipped = sum(k == "done" for k in kinds.values())
+        skipped = sum(k in ("done", "pruned") for k in kinds.values())
         if skipped or active:
             print(
-                f"[{self.spec.name}] resuming: {skipped} finished (not rerun), {len(active)} still running "
+                f"[{self.spec.name}] resuming: {skipped} finished or pruned (not rerun), {len(active)} still running "
                 f"(re-attached), {len(todo)} to run",
                 flush=True,
             )
         ex = _executor(self.spec, self.sweep_dir)
         if self.spec.backend.name == "slurm":
-            ex.run(todo, progress, active=active)
+            ex.run(todo, tick, active=active)
         else:
-            ex.run(todo + active, progress)  # the Ray trainable attaches to a live runner
+            ex.run(todo + active, tick)  # the Ray trainable attaches to a live runner
+        if pruner is not None:
+            pruner.tick()  # report the last values and close the settings that ended
 
     def finish(self, parent_id: str, dirs: list[Path]) -> dict[str, Any]:
         rows = []
@@ -246,12 +273,19 @@ class SweepRun:
             rows.append(row)
         _log_text_artifact(self.uri, parent_id, "trials.csv", trials_csv(rows))
         failed = sum(r["state"] == "failed" for r in rows)
-        sweep_state = "finished" if all(r["state"] in ("done", "failed") for r in rows) else "partial"
+        pruned = sum(r["state"] == "pruned" for r in rows)
+        sweep_state = (
+            "finished" if all(r["state"] in ("done", "failed", "pruned") for r in rows) else "partial"
+        )
         safe(
             tracking.set_tags,
             self.uri,
             parent_id,
-            {"mugs.sweep_state": sweep_state, "mugs.trials_failed": str(failed)},
+            {
+                "mugs.sweep_state": sweep_state,
+                "mugs.trials_failed": str(failed),
+                "mugs.trials_pruned": str(pruned),
+            },
         )
         safe(tracking.set_status, self.uri, parent_id, "FINISHED" if sweep_state == "finished" else "KILLED")
         return {"rows": rows, "failed": failed, "state": sweep_state}
@@ -268,7 +302,7 @@ def summarize(name: str, rows: list[dict[str, Any]], metric: str, maximize: bool
     done = [r for r in rows if r["state"] == "done" and metric in r]
     print(
         f"\n[{name}] {len(rows)} trials: {sum(r['state'] == 'done' for r in rows)} done, "
-        f"{sum(r['state'] == 'failed' for r in rows)} failed"
+        f"{sum(r['state'] == 'failed' for r in rows)} failed, {sum(r['state'] == 'pruned' for r in rows)} pruned"
     )
     if done:
         best = (max if maximize else min)(done, key=lambda r: r[metric])
@@ -286,6 +320,14 @@ def run_sweep(req: SweepRequest) -> int:
             )
         else:
             _print_table(spec, plans)
+        pr = spec.search.pruning
+        if spec.search.pruner != "none" and pr is not None:
+            rule = (
+                f"median of completed settings, after {pr.startup_trials} completed and step {pr.warmup}"
+                if spec.search.pruner == "median"
+                else f"ASHA rungs at {pr.min_resource or pr.every} x {pr.reduction_factor}^r steps"
+            )
+            print(f"pruning: {spec.search.pruner} on monitor/knn_top1 every {pr.every} steps ({rule})")
         if spec.backend.name == "slurm":
             from orchestration.sweeps.executors import SlurmExecutor
 
@@ -294,6 +336,13 @@ def run_sweep(req: SweepRequest) -> int:
                 print(f"  sbatch plan: {line}")
         print("dry run: nothing submitted")
         return 0
+    if spec.backend.name == "ray":  # reach the cluster before anything is created
+        from orchestration.sweeps.executors import RayConnectionError, connect_ray
+
+        try:
+            connect_ray(spec.backend.address)
+        except RayConnectionError as e:
+            raise SpecError(str(e)) from e
     run = SweepRun(spec, extra, req)
     with driver_lock(run.sweep_dir):
         if spec.search.kind == "optuna":

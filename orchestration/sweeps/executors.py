@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import time
 from collections.abc import Callable
@@ -44,13 +45,67 @@ def wait_local(trial_dir: Path, poll_s: float = 2.0) -> str:
     return classify(trial_dir)
 
 
+def _record_placement(trial_dir: Path) -> None:
+    """Where Ray placed the trial (cluster, node, host), appended to ``ray_placement.jsonl``."""
+    import json
+    import socket
+
+    import ray
+
+    ctx = ray.get_runtime_context()
+    rec = {
+        "time": round(time.time(), 3),
+        "gcs_address": ctx.gcs_address,
+        "node_id": ctx.get_node_id(),
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+    }
+    with open(trial_dir / "ray_placement.jsonl", "a") as f:
+        f.write(json.dumps(rec) + "\n")
+
+
 def _trainable(config: dict[str, Any]) -> None:
     from ray import tune
 
     trial_dir = Path(config["trial_dir"])
+    _record_placement(trial_dir)
     start_local_runner(trial_dir, threads=max(1, int(config.get("cpus", 1))))
     state = wait_local(trial_dir)
     tune.report({"state": state, **results(trial_dir)})
+
+
+class RayConnectionError(RuntimeError):
+    """The Ray cluster named by ``--address`` cannot be reached (or refuses this client)."""
+
+
+def connect_ray(address: str | None) -> None:
+    """Connect this process to Ray once: the cluster at ``address``, or a private local one."""
+    import ray
+
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    if ray.is_initialized():
+        return
+    kw: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
+    if not address:
+        ray.init(num_cpus=os.cpu_count(), **kw)
+        return
+    host, _, port = address.rpartition(":")
+    try:  # Ray retries an address where nothing listens for minutes; ask the socket first
+        socket.create_connection((host or "127.0.0.1", int(port)), timeout=10).close()
+    except (OSError, ValueError) as e:
+        raise RayConnectionError(
+            f"--address {address}: nothing answers there ({type(e).__name__}: {e}); "
+            "start the cluster with `ray start --head --port PORT` and pass HOST:PORT"
+        ) from e
+    try:
+        ray.init(address=address, **kw)
+    except Exception as e:  # ConnectionError, AuthenticationError, timeouts
+        raise RayConnectionError(
+            f"--address {address}: cannot connect to the Ray cluster ({type(e).__name__}: {str(e)[:300]}). "
+            "Is `ray start --head --port PORT` running there? A cluster with token authentication "
+            "needs RAY_AUTH_MODE=token and its token (~/.ray/auth_token or RAY_AUTH_TOKEN_PATH) here too."
+        ) from e
 
 
 class RayExecutor:
@@ -62,21 +117,9 @@ class RayExecutor:
     def run(self, trial_dirs: list[Path], progress: Progress) -> None:
         if not trial_dirs:
             return
-        import ray
         from ray import tune
 
-        os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-        os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-        if not ray.is_initialized():
-            kw: dict[str, Any] = {
-                "include_dashboard": False,
-                "log_to_driver": False,
-                "configure_logging": False,
-            }
-            if self.address:
-                ray.init(address=self.address, **kw)
-            else:
-                ray.init(num_cpus=os.cpu_count(), **kw)
+        connect_ray(self.address)
         tuner = tune.Tuner(
             tune.with_resources(_trainable, {"cpu": self.cpus, "gpu": self.gpus}),
             param_space={"trial_dir": tune.grid_search([str(d) for d in trial_dirs]), "cpus": self.cpus},

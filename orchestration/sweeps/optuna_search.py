@@ -11,6 +11,7 @@ from typing import Any
 from orchestration.jobs.tracking_calls import safe
 from orchestration.sweeps.expand import plan, suggest
 from orchestration.sweeps.progress import SweepProgress
+from orchestration.sweeps.pruning import is_pruned
 from orchestration.sweeps.trial_state import results
 
 
@@ -84,7 +85,9 @@ def run_optuna(run: Any) -> int:
         run.run_batch(dirs, progress)
         for trial, ds in batch:
             v = value(ds)
-            if v is None:
+            if any(is_pruned(d) for d in ds):
+                study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            elif v is None:
                 study.tell(trial, state=optuna.trial.TrialState.FAIL)
             else:
                 study.tell(trial, v)

@@ -10,7 +10,9 @@ from orchestration.sweeps.trial_state import progress_step, results
 
 
 def quick_state(trial_dir: Path) -> str:
-    """File-based state (no scheduler calls): done / failed / running / pending."""
+    """File-based state (no scheduler calls): done / failed / pruned / running / pending."""
+    if (trial_dir / "PRUNED").exists():
+        return "pruned"
     if (trial_dir / "FAILED").exists():
         return "failed"
     if (trial_dir / "PRETRAINED").exists():
@@ -27,7 +29,7 @@ class SweepProgress:
     def __init__(self, name: str, trial_dirs: list[Path], metric: str, maximize: bool) -> None:
         self.name, self.dirs, self.metric, self.maximize = name, trial_dirs, metric, maximize
         self.t0 = time.time()
-        self.start_done = sum(quick_state(d) == "done" for d in trial_dirs)
+        self.start_ended = sum(quick_state(d) in ("done", "failed", "pruned") for d in trial_dirs)
         self._last_key = ""
         self._last_print = 0.0
 
@@ -42,8 +44,9 @@ class SweepProgress:
                 v = results(d).get(self.metric)
                 if v is not None and (best is None or (v > best[0] if self.maximize else v < best[0])):
                     best = (v, d.name)
-        done_now = counts.get("done", 0) + counts.get("failed", 0)
-        finished_here = max(0, counts.get("done", 0) - self.start_done) + counts.get("failed", 0)
+        ended = counts.get("failed", 0) + counts.get("pruned", 0)
+        done_now = counts.get("done", 0) + ended
+        finished_here = max(0, done_now - self.start_ended)
         remaining = len(self.dirs) - done_now
         elapsed = time.time() - self.t0
         eta = elapsed / finished_here * remaining if finished_here else None
@@ -53,7 +56,11 @@ class SweepProgress:
     def line(self) -> str:
         s = self.snapshot()
         c = s["counts"]
-        parts = [f"{k} {c[k]}" for k in ("done", "failed", "evaluating", "running", "pending") if c.get(k)]
+        parts = [
+            f"{k} {c[k]}"
+            for k in ("done", "failed", "pruned", "evaluating", "running", "pending")
+            if c.get(k)
+        ]
         best = f"best {self.metric} {s['best'][0]:.2f} ({s['best'][1]})" if s["best"] else "best -"
         eta = f"ETA {s['eta'] / 60:.1f} min" if s["eta"] is not None else "ETA -"
         return f"[{self.name}] {len(self.dirs)} trials: {', '.join(parts)} | {best} | {eta} | {s['elapsed']:.0f}s"

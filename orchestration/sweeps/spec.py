@@ -25,12 +25,23 @@ class Base(_Strict):
     overrides: dict[str, Any] = Field(default_factory=dict)  # dotted key -> value
 
 
+class Pruning(_Strict):
+    """How trials are stopped early (see orchestration/sweeps/pruning.py)."""
+
+    every: int = Field(ge=1)  # online kNN monitor period in steps (sets eval.monitor_every)
+    warmup: int = Field(default=0, ge=0)  # median: no pruning before this step
+    startup_trials: int = Field(default=2, ge=1)  # median: completed settings before pruning starts
+    min_resource: int | None = Field(default=None, ge=1)  # asha: first rung in steps (default: every)
+    reduction_factor: int = Field(default=3, ge=2)  # asha: keep the top 1/eta at each rung
+
+
 class Profile(_Strict):
     """A scale switch: which preset, which overrides, which evaluations."""
 
     preset: str | None = None
     overrides: dict[str, Any] = Field(default_factory=dict)
     evals: list[Literal["knn", "linear"]] | None = None
+    pruning: Pruning | None = None  # the monitor period and rungs scale with the run length
 
 
 class Axis(_Strict):
@@ -93,6 +104,7 @@ class Search(_Strict):
     direction: Literal["maximize", "minimize"] = "maximize"
     seed: int = 0
     pruner: Literal["none", "median", "asha"] = "none"
+    pruning: Pruning | None = None  # needed when pruner is median or asha
     parallel: int | None = Field(default=None, ge=1)  # trials in flight (optuna batches)
 
 
@@ -130,10 +142,10 @@ class SweepSpec(_Strict):
 
     @model_validator(mode="after")
     def _search_needs_budget(self) -> SweepSpec:
-        if self.search.pruner != "none":
+        if self.search.pruner != "none" and self.search.pruning is None:
             raise ValueError(
-                f"search.pruner: {self.search.pruner!r} pruning is not implemented yet (trials report no "
-                "intermediate objective); use 'none'"
+                f"search.pruning: the {self.search.pruner!r} pruner needs search.pruning.every "
+                "(the online kNN monitor period, in steps)"
             )
         if self.search.kind in ("random", "optuna") and self.search.trials is None:
             raise ValueError(f"search.trials: a {self.search.kind} search needs a trial budget")

@@ -12,9 +12,11 @@ from orchestration.trial import TRIAL_FILE, TrialSpec, read_jobs
 
 
 def classify(trial_dir: Path) -> str:
-    """new | done | failed | active | stopped (interrupted, resumable)."""
+    """new | done | failed | pruned | active | stopped (interrupted, resumable)."""
     if not (trial_dir / TRIAL_FILE).exists():
         return "new"
+    if (trial_dir / "PRUNED").exists():
+        return "pruned"  # stopped early by the sweep's pruner: final, never rerun
     spec = TrialSpec.load(trial_dir)
     outcome = trial_outcome(spec)
     if outcome == "FINISHED":
