@@ -1,7 +1,8 @@
 """Seeds aggregated per setting: mean, sample std and n of each metric over finished trials.
 
 A *setting* is one combination of the swept values (the row keys, normally the sweep's axes).
-Every trial counts in exactly one state: FINISHED (its metrics enter the statistics), FAILED
+Every trial counts in exactly one state: FINISHED (its metrics enter the statistics), PRUNED
+(stopped early by the sweep's pruner: a KILLED run tagged ``mugs.pruned=true``), FAILED
 (MLflow status FAILED or KILLED, or listed as failed in ``trials.csv`` without a run), RUNNING
 (RUNNING or SCHEDULED) or MISSING (listed in ``trials.csv``, no run yet). Settings with no
 finished trial are kept, labelled by their trials' states.
@@ -19,10 +20,11 @@ import pandas as pd
 from reports.fetch import SweepData
 from reports.values import is_missing, parse_value
 
-FINISHED, FAILED, RUNNING, MISSING = "FINISHED", "FAILED", "RUNNING", "MISSING"
-STATES = (FINISHED, FAILED, RUNNING, MISSING)
+FINISHED, FAILED, RUNNING, MISSING, PRUNED = "FINISHED", "FAILED", "RUNNING", "MISSING", "PRUNED"
+STATES = (FINISHED, PRUNED, FAILED, RUNNING, MISSING)
 _STATUS_TO_STATE = {
     "FINISHED": FINISHED,
+    "PRUNED": PRUNED,  # the fetchers' name for a KILLED run tagged mugs.pruned=true
     "FAILED": FAILED,
     "KILLED": FAILED,
     "RUNNING": RUNNING,
@@ -72,6 +74,8 @@ def _state_of_status(status: Any) -> str:
 
 def _state_of_csv(state: Any) -> str:
     text = str(state or "").strip().upper()
+    if text == PRUNED:
+        return PRUNED
     if text in _CSV_FAILED:
         return FAILED
     if text in _CSV_RUNNING:
@@ -167,13 +171,8 @@ def _setting_order(data: SweepData, keys: Sequence[str], settings: Sequence[Sett
     return order + rest
 
 
-def _note(finished: int, failed: int, running: int, missing: int) -> str:
-    parts = [
-        f"{count} {name}"
-        for count, name in ((failed, FAILED), (running, RUNNING), (missing, MISSING))
-        if count
-    ]
-    return ", ".join(parts)
+def _note(counts: dict[str, int]) -> str:
+    return ", ".join(f"{counts[name]} {name}" for name in (PRUNED, FAILED, RUNNING, MISSING) if counts[name])
 
 
 def mark_best(table: pd.DataFrame, metrics: Sequence[str]) -> None:
@@ -214,9 +213,11 @@ def aggregate(data: SweepData, keys: Sequence[str], metrics: Sequence[str]) -> A
             record["label"] = RUNNING
         elif counts[FAILED]:
             record["label"] = FAILED
+        elif counts[PRUNED]:
+            record["label"] = PRUNED
         else:
             record["label"] = MISSING
-        record["note"] = _note(*(counts[s] for s in STATES))
+        record["note"] = _note(counts)
         ordered = pd.concat([finished, group[states != FINISHED]])
         record["run_ids"] = [r for r in ordered["run_id"] if isinstance(r, str)]
         for m in metrics:

@@ -30,7 +30,14 @@ from mlflow import MlflowClient
 from mlflow.entities import Run, ViewType
 from mlflow.exceptions import MlflowException
 
-from reports.fetch_sql import is_database_uri, read_children, read_histories, verify_sample
+from reports.fetch_sql import (
+    PRUNED_TAG,
+    is_database_uri,
+    read_children,
+    read_histories,
+    run_status,
+    verify_sample,
+)
 from reports.values import parse_value
 
 PARENT_RUN_TAG = "mlflow.parentRunId"
@@ -250,7 +257,7 @@ def runs_frame(runs: Iterable[Run]) -> pd.DataFrame:
         record: dict[str, Any] = {
             "run_id": run.info.run_id,
             "run_name": run.info.run_name,
-            "status": run.info.status,
+            "status": run_status(run.info.status, tags.get(PRUNED_TAG)),
             "trial_id": tags.get(TRIAL_ID_TAG),
             "config_hash": tags.get(CONFIG_HASH_TAG),
             "setting_hash": tags.get(SETTING_HASH_TAG),

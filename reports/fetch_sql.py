@@ -24,7 +24,9 @@ from mlflow import MlflowClient
 from reports.values import parse_value
 
 DATABASE_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
+PRUNED_TAG = "mugs.pruned"
 RUN_TAGS = {
+    PRUNED_TAG: "pruned",
     "mugs.trial_id": "trial_id",
     "mugs.config_hash": "config_hash",
     "mugs.setting_hash": "setting_hash",
@@ -150,6 +152,9 @@ def _assemble(
     tag_wide = _pivot(tags, "", index)
     for key, column in RUN_TAGS.items():
         frame[column] = tag_wide[key] if key in tag_wide else None
+    frame["status"] = [
+        run_status(st, pr) for st, pr in zip(frame["status"], frame.pop("pruned"), strict=True)
+    ]
     if RUN_NAME_TAG in tag_wide:
         frame["run_name"] = frame["run_name"].where(
             frame["run_name"].notna() & (frame["run_name"] != ""), tag_wide[RUN_NAME_TAG]
@@ -177,6 +182,11 @@ def _same(a: Any, b: Any) -> bool:
     return a == b
 
 
+def run_status(status: Any, pruned_tag: Any) -> Any:
+    """A run's status for reports: PRUNED for a KILLED run the sweep's pruner stopped."""
+    return "PRUNED" if status == "KILLED" and str(pruned_tag).lower() == "true" else status
+
+
 def verify_sample(frame: pd.DataFrame, client: MlflowClient) -> None:
     """Compare one run of ``frame`` with ``client.get_run``; raise :class:`FastPathMismatchError`."""
     if frame.empty:
@@ -185,7 +195,10 @@ def verify_sample(frame: pd.DataFrame, client: MlflowClient) -> None:
     run = client.get_run(row["run_id"])
     expected = {f"params.{k}": parse_value(v) for k, v in run.data.params.items()}
     expected |= {f"metrics.{k}": float(v) for k, v in run.data.metrics.items()}
-    expected |= {"status": run.info.status, "trial_id": run.data.tags.get("mugs.trial_id")}
+    expected |= {
+        "status": run_status(run.info.status, run.data.tags.get(PRUNED_TAG)),
+        "trial_id": run.data.tags.get("mugs.trial_id"),
+    }
     bad = [k for k, v in expected.items() if not _same(row.get(k), v)]
     extra = [
         c

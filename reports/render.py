@@ -186,7 +186,7 @@ th{border-top:2px solid #1b1f24;border-bottom:1.5px solid #1b1f24;background:#f6
 tbody tr:last-child td{border-bottom:2px solid #1b1f24}
 td.setting{text-align:center}td.metric,td.count{text-align:right;font-variant-numeric:tabular-nums}
 td.best{background:#dafbe1}td.state-FAILED{color:#cf222e;font-weight:600}
-td.state-MISSING{color:#8250df;font-weight:600}td.state-RUNNING{color:#9a6700;font-weight:600}
+td.state-MISSING{color:#8250df;font-weight:600}td.state-PRUNED{color:#6e7781;font-weight:600}td.state-RUNNING{color:#9a6700;font-weight:600}
 td.state-INCOMPLETE{color:#9a6700}td.state-NO_SOURCE{color:#6e7781;font-style:italic}
 ul.notes{font-size:.8rem;color:#57606a}
 figure{margin:1rem 0}figure img{max-width:100%;border:1px solid #d0d7de}

@@ -20,7 +20,7 @@ import pandas as pd
 from mlflow import MlflowClient
 
 from orchestration.tracking.uri import redact_uri
-from reports.aggregate import FAILED, MISSING, RUNNING, Aggregate, aggregate, lower_is_better
+from reports.aggregate import FAILED, MISSING, PRUNED, RUNNING, Aggregate, aggregate, lower_is_better
 from reports.compare import Comparison, compare
 from reports.document import Notice, ReportDocument
 from reports.fetch import SweepData, fetch_histories, fetch_sweep, patient_http
@@ -125,7 +125,7 @@ def csv_frame(agg: Aggregate, comparisons: Sequence[Comparison]) -> pd.DataFrame
     """One row per setting: swept values, counts, state, per-metric mean/std/n/best, published, gap."""
     table = agg.table.reset_index(drop=True)
     out = pd.DataFrame({key: [format_number(v) for v in table[key]] for key in agg.keys})
-    for column in ("n", "finished", "failed", "running", "missing"):
+    for column in ("n", "finished", "pruned", "failed", "running", "missing"):
         out[column] = table[column].astype(int) if len(table) else []
     out["status"] = list(table["label"])
     out["note"] = list(table["note"])
@@ -148,7 +148,8 @@ def _facts(data: SweepData, agg: Aggregate, tracking_uri: str, unlisted: int) ->
     counts = agg.counts
     known = sum(counts.values())
     expected = data.trials_expected
-    trials = f"{counts['FINISHED']} finished, {counts[FAILED]} failed, {counts[RUNNING]} running, "
+    trials = f"{counts['FINISHED']} finished, {counts[PRUNED]} pruned, {counts[FAILED]} failed, "
+    trials += f"{counts[RUNNING]} running, "
     trials += f"{counts[MISSING] + unlisted} missing"
     trials += f" (of {expected} expected)" if expected is not None else f" ({known} known)"
     return [

@@ -4,7 +4,7 @@ Rows are the swept settings: loss weights as check marks for IDS / LGDS / GDS wh
 weight is 0 or 1 (else the weights themselves), queue sizes, top-k, any other key by name.
 Columns are the metrics (k-NN top-1, linear top-1, any requested one) as mean ± std over
 finished seeds, the best of each column marked, then n and the trial states. A setting without
-finished trials shows FAILED / MISSING / RUNNING in its metric cells.
+finished trials shows PRUNED / FAILED / MISSING / RUNNING in its metric cells.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ class Column:
 class Cell:
     """One cell. ``text`` is the plain rendering; renderers may use ``mean``/``std``/``best``/``mark``.
 
-    ``mark`` is ``check`` or ``cross`` for loss on/off cells; ``state`` is FAILED, MISSING or
+    ``mark`` is ``check`` or ``cross`` for loss on/off cells; ``state`` is PRUNED, FAILED, MISSING or
     RUNNING for a metric cell without finished seeds.
     """
 

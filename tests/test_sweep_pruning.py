@@ -9,6 +9,7 @@ ones do not (lr 0 keeps the initial weights), so at least one trial is pruned.
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import signal
@@ -125,6 +126,20 @@ def test_median_pruning_local(tmp_path, mlflow_server):
     pruned = _check_outcome(wd, mlflow_server, "prune_median", r.stdout)
     assert {t for rec in log if rec["pruned"] for t in rec["trials"]} == {d.name for d in pruned}
     _rerun_runs_nothing(spec, wd, mlflow_server)
+
+    # the report lists pruned settings as PRUNED, not as failures
+    out = tmp_path / "report"
+    cmd = [sys.executable, "-m", "orchestration.cli", "report", "prune_median", "--workdir", str(wd)]
+    cmd += ["--tracking-uri", mlflow_server, "--out", str(out), "--format", "csv,md"]
+    rep = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert rep.returncode == 0, rep.stdout[-2000:] + rep.stderr[-2000:]
+    rows = {float(x["train.lr"]): x for x in csv.DictReader((out / "report.csv").open())}
+    lr_of = {d.name: yaml.safe_load((d / "trial.yaml").read_text())["config"]["train"]["lr"] for d in pruned}
+    for lr, row in rows.items():
+        was_pruned = lr in lr_of.values()
+        assert row["status"] == ("PRUNED" if was_pruned else "OK"), row
+        assert (row["pruned"], row["failed"]) == (("1" if was_pruned else "0"), "0"), row
+    assert "PRUNED" in (out / "report.md").read_text()
 
 
 def _free_port() -> int:

@@ -87,8 +87,8 @@ def connect_ray(address: str | None) -> None:
     if ray.is_initialized():
         return
     kw: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
-    if not address:
-        ray.init(num_cpus=os.cpu_count(), **kw)
+    if not address:  # "local": a private instance, never a cluster this machine happens to run
+        ray.init(address="local", num_cpus=os.cpu_count(), **kw)
         return
     host, _, port = address.rpartition(":")
     try:  # Ray retries an address where nothing listens for minutes; ask the socket first
