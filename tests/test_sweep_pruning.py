@@ -229,3 +229,52 @@ def test_asha_pruning_on_an_existing_ray_cluster(tmp_path, mlflow_server, ray_cl
         assert rec["pruned"] == (expected and rec["pretraining"]), rec
     _check_outcome(wd, mlflow_server, "prune_asha", r.stdout)
     _rerun_runs_nothing(spec, wd, mlflow_server, *ray_args, env=env)
+
+
+@pytest.mark.slow
+def test_median_pruning_on_slurm(tmp_path, mlflow_server, slurm_workdir, services):
+    """The SLURM backend: a pruned trial's array task and its evaluation end CANCELLED in sacct."""
+    spec = _spec(tmp_path, "prune_slurm", {"pruner": "median", "pruning": {"every": 10, "startup_trials": 2}})
+    wd = slurm_workdir / "w"
+    r = _sweep(spec, wd, mlflow_server, "--backend", "slurm", "--cpus", "1", "--time", "20")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    pruned = _check_outcome(wd, mlflow_server, "prune_slurm", r.stdout)
+    for d in pruned:
+        jobs = json.loads((d / "jobs.json").read_text())
+        states = {j["kind"]: services.sacct_record(j["job_id"])["State"] for j in jobs}
+        assert states["pretrain"].startswith("CANCELLED") and states["eval"].startswith("CANCELLED"), states
+    _rerun_runs_nothing(spec, wd, mlflow_server, "--backend", "slurm")
+
+
+@pytest.mark.slow
+def test_ray_cluster_inside_a_slurm_allocation(tmp_path, mlflow_server, slurm_workdir, services):
+    """scripts/ray-slurm.sbatch: a Ray head in the allocation, the sweep driven against it."""
+    search = {"pruner": "asha", "pruning": {"every": 10, "min_resource": 10, "reduction_factor": 2}}
+    spec = _spec(tmp_path, "ray_in_slurm", search)
+    wd = slurm_workdir / "w"
+    port = _free_port()
+    env = {
+        **os.environ,
+        "RAY_PORT": str(port),
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+        "MUGS_ORCH": f"{sys.executable} -m orchestration.cli",
+    }
+    out = slurm_workdir / "job.out"
+    sub = subprocess.run(
+        ["sbatch", "--parsable", f"--chdir={REPO}", f"--output={out}", "--cpus-per-task=2"]
+        + [str(REPO / "scripts" / "ray-slurm.sbatch"), str(spec), "--workdir", str(wd)]
+        + ["--tracking-uri", mlflow_server],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=slurm_workdir,
+        check=True,
+    )
+    job = sub.stdout.strip().split(";")[0]
+    rec = services.wait_sacct_final(job, timeout=900)
+    assert rec["State"] == "COMPLETED", out.read_text()[-3000:]
+    for d in (wd / "trials").iterdir():
+        placed = [json.loads(x) for x in (d / "ray_placement.jsonl").read_text().splitlines()]
+        assert placed and all(p["gcs_address"].endswith(f":{port}") for p in placed), placed
+    _check_outcome(wd, mlflow_server, "ray_in_slurm", out.read_text())
+    assert not list(slurm_workdir.glob(".ray-*")), "the job's token directory is removed"

@@ -242,6 +242,8 @@ class SlurmExecutor:
             (d / "FAILED").unlink(missing_ok=True)
         self.submit(trial_dirs)
         watch = list(trial_dirs) + list(active or [])
+        if not watch:  # everything already finished or pruned
+            return
         while True:
             ids = [j["job_id"] for d in watch for j in read_jobs(d)]
             st = sacct_states(ids)

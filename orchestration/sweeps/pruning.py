@@ -7,7 +7,8 @@ kept in ``pruning.journal`` beside the sweep state, and asks Optuna's pruner:
 
 - ``median``: :class:`optuna.pruners.MedianPruner`, prune when the trial's best value so far
   is below the median of the completed trials' values at the same step (after
-  ``startup_trials`` completed trials and ``warmup`` steps);
+  ``startup_trials`` completed trials and ``warmup`` steps); a setting counts as completed as
+  soon as its pretraining is over (its monitor values are final; evaluations may still run);
 - ``asha``: :class:`optuna.pruners.SuccessiveHalvingPruner`, asynchronous successive halving
   with rungs at ``min_resource * reduction_factor**r`` steps.
 
@@ -171,7 +172,7 @@ class SweepPruner:
         for unit in self.units.values():
             if unit.closed or unit.trial_id is None:
                 continue
-            states = [quick_state(d) for d in unit.dirs]
+            states = [quick_state(d) for d in unit.dirs]  # read before the values: none missed
             series = [r.read() for r in unit.readers]
             common = sorted(set.intersection(*(set(s) for s in series))) if series else []
             frozen = self.study._storage.get_trial(unit.trial_id)
@@ -193,8 +194,8 @@ class SweepPruner:
                     break
             if unit.closed:
                 continue
-            if all(s in ("done", "failed", "pruned") for s in states):
-                self._close(unit, states)
+            if all(s in ("evaluating", "done", "failed", "pruned") for s in states):
+                self._close(unit, states)  # pretraining is over: its monitor values are final
 
     def _context(self, unit: _Unit, step: int) -> dict[str, Any]:
         """What the decision at ``step`` is based on (for the log and its audit)."""
@@ -233,26 +234,16 @@ class SweepPruner:
         print(f"[pruning] {', '.join(d.name for d in unit.dirs)}: {reason}", flush=True)
 
     def _close(self, unit: _Unit, states: list[str]) -> None:
+        """End the setting's study trial once pretraining is over (evaluations may still run):
+        COMPLETE with its last monitor value, so later trials are compared with it at once."""
         import optuna
 
-        from orchestration.sweeps.trial_state import results
-
         frozen = self.study._storage.get_trial(unit.trial_id)
-        if all(s == "done" for s in states):
-            vals = [results(d).get("eval/knn_top1") for d in unit.dirs]
-            vals = [v for v in vals if v is not None]
-            iv = frozen.intermediate_values
-            value = sum(vals) / len(vals) if vals else (iv[max(iv)] if iv else 0.0)
-            self.study.tell(unit.number, value)
-        elif "pruned" in states:
+        iv = frozen.intermediate_values
+        if "pruned" in states:
             self.study.tell(unit.number, state=optuna.trial.TrialState.PRUNED)
-        else:
+        elif "failed" in states or not iv:
             self.study.tell(unit.number, state=optuna.trial.TrialState.FAIL)
+        else:
+            self.study.tell(unit.number, iv[max(iv)])
         unit.closed = True
-
-    def pruned_settings(self) -> set[str]:
-        return {
-            t.user_attrs.get("setting")
-            for t in self.study.get_trials(deepcopy=False)
-            if t.state.name == "PRUNED"
-        }
