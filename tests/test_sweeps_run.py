@@ -192,3 +192,15 @@ def test_loss_weight_sweep_on_slurm(slurm_cluster, slurm_workdir, mlflow_server)
     assert len(mine) == 10 and all(c.data.tags["mugs.backend"] == "slurm" for c in mine)
     assert all(c.info.status == "FINISHED" and "eval/knn_top1" in c.data.metrics for c in mine)
     assert all("_" in c.data.tags["slurm.pretrain_job_id"] for c in mine), "grid submitted as a job array"
+
+    # rerunning the finished sweep submits nothing and returns at once
+    again = subprocess.run(
+        sweep_cmd(REPO / "sweeps" / "loss_weights.yaml", wd, mlflow_server, "--backend", "slurm"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+    )
+    assert again.returncode == 0 and "10 finished or pruned (not rerun)" in again.stdout, again.stderr[-2000:]
+    _, children_again = runs_of(mlflow_server, wd, "loss_weights")
+    assert len(children_again) == 10

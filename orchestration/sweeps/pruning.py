@@ -156,9 +156,17 @@ class SweepPruner:
                 unit.trial_id, unit.number = trial._trial_id, trial.number
 
     def _trial(self, unit: _Unit) -> Any:
+        """A live handle on the setting's study trial (ask() made it, possibly in an earlier driver)."""
         import optuna
 
         return optuna.trial.Trial(self.study, unit.trial_id)
+
+    def _frozen(self, unit: _Unit) -> Any:
+        return next(t for t in self.study.get_trials(deepcopy=False) if t.number == unit.number)
+
+    def _reported(self) -> dict[int, set[int]]:
+        """Steps already reported, per study trial number (one storage read per tick)."""
+        return {t.number: set(t.intermediate_values) for t in self.study.get_trials(deepcopy=False)}
 
     def _log(self, record: dict[str, Any]) -> None:
         with open(self.log_path, "a") as f:
@@ -169,16 +177,16 @@ class SweepPruner:
         """Report new monitor values, prune what the rule says, close finished settings."""
         from orchestration.sweeps.progress import quick_state
 
+        reported = self._reported()
         for unit in self.units.values():
             if unit.closed or unit.trial_id is None:
                 continue
             states = [quick_state(d) for d in unit.dirs]  # read before the values: none missed
             series = [r.read() for r in unit.readers]
             common = sorted(set.intersection(*(set(s) for s in series))) if series else []
-            frozen = self.study._storage.get_trial(unit.trial_id)
             pretraining = all(s in ("running", "pending") for s in states)
             for step in common:
-                if step in frozen.intermediate_values:
+                if step in reported.get(unit.number, ()):  # type: ignore[arg-type]
                     continue
                 value = sum(s[step] for s in series) / len(series)
                 trial = self._trial(unit)
@@ -201,7 +209,7 @@ class SweepPruner:
         """What the decision at ``step`` is based on (for the log and its audit)."""
         import optuna
 
-        frozen = self.study._storage.get_trial(unit.trial_id)
+        frozen = self._frozen(unit)
         done = self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
         return {
             "trials": [d.name for d in unit.dirs],
@@ -238,7 +246,7 @@ class SweepPruner:
         COMPLETE with its last monitor value, so later trials are compared with it at once."""
         import optuna
 
-        frozen = self.study._storage.get_trial(unit.trial_id)
+        frozen = self._frozen(unit)
         iv = frozen.intermediate_values
         if "pruned" in states:
             self.study.tell(unit.number, state=optuna.trial.TrialState.PRUNED)
