@@ -69,6 +69,43 @@ def _start_server(root: Path, port: int) -> subprocess.Popen:
     )
 
 
+def test_runner_on_another_host_is_stopped_by_file_never_by_pid(tmp_path, mlflow_server):
+    """A driver on another host (Ray worker nodes) cannot signal the runner: the trial directory's
+    CANCEL_REQUESTED file alone stops training and cancels the evaluation; a pid recorded for
+    another host is never signalled and counts as alive only while its heartbeat is fresh."""
+    import signal
+    import socket
+    import time
+
+    from orchestration.backends.local import HEARTBEAT_S, LocalBackend, _runner_alive
+    from orchestration.trial import TrialSpec
+
+    wd = tmp_path / "runs"
+    r = orch("train", "--preset", "demo", "--set", "train.epochs=100", *SMALL, workdir=wd, uri=mlflow_server)
+    assert r.returncode == 0, r.stderr
+    trial = only_trial(wd)
+    wait_for(lambda: last_step(trial) >= 10, 300, "training to start")
+    (trial / "CANCEL_REQUESTED").write_text("from another host\n")  # no signal is sent
+    wait_for(lambda: all(j["state"] == "CANCELLED" for j in jobs(trial)), 120, "jobs cancelled")
+    assert run_of(trial, mlflow_server).info.status == "KILLED"
+    assert last_step(trial) < 1000
+
+    # a pid recorded on another host: never signalled, alive only while the heartbeat is fresh
+    sleeper = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    try:
+        (trial / "runner.pid").write_text(f"{sleeper.pid} not-{socket.gethostname()}\n")
+        (trial / "runner.heartbeat").touch()
+        assert _runner_alive(trial)
+        LocalBackend().cancel(TrialSpec.load(trial))
+        time.sleep(1)
+        assert sleeper.poll() is None, "a pid from another host was signalled"
+        stale = time.time() - 7 * HEARTBEAT_S
+        os.utime(trial / "runner.heartbeat", (stale, stale))
+        assert not _runner_alive(trial)
+    finally:
+        os.killpg(sleeper.pid, signal.SIGKILL)
+
+
 def test_tracking_outage_loses_nothing(tmp_path, services):
     """The server dies mid-training: training and evaluation finish; `mugs-orch sync` delivers everything."""
     port = services.free_port()

@@ -184,7 +184,7 @@ def ray_cluster(tmp_path):
     finally:
         os.killpg(proc.pid, signal.SIGTERM)  # only this cluster's processes
         try:
-            proc.wait(timeout=60)
+            proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
         log.close()

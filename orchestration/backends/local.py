@@ -1,22 +1,32 @@
 """Local backend: a detached runner process executes the chain on this machine.
 
-The runner runs each job as a subprocess (``python -m orchestration.jobs.run``), reruns a
-pretraining job that exited "requeued" (up to the trial's bound), skips evaluations when
-pretraining failed, and records states in the trial's jobs.json.
+The runner runs the jobs one after another in its own process, reruns a pretraining job that exited "requeued"
+(up to the trial's bound), skips evaluations when pretraining failed, and records states in the
+trial's jobs.json. ``runner.pid`` holds its pid and host; a runner on another host (a Ray
+worker node) is alive while it refreshes ``runner.heartbeat``, and is stopped through the
+``CANCEL_REQUESTED`` file the pretraining task watches (a pid from another host is never
+signalled).
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 from orchestration.backends.base import TERMINAL, JobState
 from orchestration.jobs.requeue import EXIT_REQUEUED
 from orchestration.trial import TrialSpec, read_jobs, write_jobs
+
+PID_FILE = "runner.pid"
+HEARTBEAT_FILE = "runner.heartbeat"
+HEARTBEAT_S = 10.0
+CANCEL_FILE = "CANCEL_REQUESTED"  # watched by the pretraining task, on whatever host it runs
 
 
 class LocalBackend:
@@ -54,7 +64,7 @@ class LocalBackend:
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
             )
-        (spec.dir / "runner.pid").write_text(str(proc.pid))
+        (spec.dir / PID_FILE).write_text(f"{proc.pid} {socket.gethostname()}\n")
         if wait:
             proc.wait()
         return read_jobs(spec.dir)
@@ -69,25 +79,61 @@ class LocalBackend:
         return jobs
 
     def cancel(self, spec: TrialSpec) -> None:
-        pid_file = spec.dir / "runner.pid"
-        if pid_file.exists() and _runner_alive(spec.dir):
-            os.killpg(int(pid_file.read_text()), signal.SIGTERM)
+        (spec.dir / CANCEL_FILE).write_text(f"{time.time():.3f}\n")
+        pid = _local_pid(spec.dir)
+        if pid is not None and _runner_alive(spec.dir):
+            os.killpg(pid, signal.SIGTERM)  # same host: stop now rather than at the next log step
+
+
+def _read_pid(trial_dir: Path) -> tuple[int, str | None] | None:
+    try:
+        parts = (Path(trial_dir) / PID_FILE).read_text().split()
+        return int(parts[0]), (parts[1] if len(parts) > 1 else None)
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _local_pid(trial_dir: Path) -> int | None:
+    """The runner's pid if it runs on this host (None for another host: never signal it)."""
+    rec = _read_pid(trial_dir)
+    if rec is None or (rec[1] is not None and rec[1] != socket.gethostname()):
+        return None
+    return rec[0]
 
 
 def _runner_alive(trial_dir: Path) -> bool:
-    pid_file = Path(trial_dir) / "runner.pid"
-    if not pid_file.exists():
+    rec = _read_pid(trial_dir)
+    if rec is None:
         return False
+    pid = _local_pid(trial_dir)
+    if pid is None:  # another host: alive while the heartbeat is fresh
+        try:
+            age = time.time() - (Path(trial_dir) / HEARTBEAT_FILE).stat().st_mtime
+        except OSError:
+            return False
+        return age < 6 * HEARTBEAT_S
     try:
-        os.kill(int(pid_file.read_text()), 0)
-    except (ProcessLookupError, ValueError):
+        os.kill(pid, 0)
+    except ProcessLookupError:
         return False
     # a zombie child of a still-running parent counts as gone
     try:
-        stat = Path(f"/proc/{int(pid_file.read_text())}/stat").read_text()
+        stat = Path(f"/proc/{pid}/stat").read_text()
         return stat.split(")")[-1].split()[0] != "Z"
     except OSError:
         return True
+
+
+def _heartbeat(trial_dir: Path) -> None:
+    """Touch the heartbeat file while the runner lives (a daemon thread)."""
+    path = trial_dir / HEARTBEAT_FILE
+
+    def beat() -> None:
+        while True:
+            path.touch()
+            time.sleep(HEARTBEAT_S)
+
+    threading.Thread(target=beat, name="runner-heartbeat", daemon=True).start()
 
 
 def _set(trial_dir: Path, idx: int, **kw: str) -> None:
@@ -135,8 +181,10 @@ def run_chain(trial_dir: Path) -> int:
         raise SystemExit(1)
 
     signal.signal(signal.SIGTERM, on_term)
+    _heartbeat(trial_dir)
     failed = False
     for i, job in enumerate(jobs):
+        cancelled = cancelled or (trial_dir / CANCEL_FILE).exists()
         if failed or cancelled:
             _set(
                 trial_dir,

@@ -12,11 +12,28 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from mugs.callbacks import Callback
 from mugs.config import config_from_dict, validate
 from orchestration import tracking
 from orchestration.jobs.requeue import EXIT_REQUEUED, requeue_count, requeue_self, slurm_job_id
 from orchestration.jobs.tracking_calls import finalize_run, safe
 from orchestration.trial import TrialSpec
+
+
+class _StopFileWatcher(Callback):
+    """Stops training when the trial directory asks for it (``CANCEL_REQUESTED`` from a cancel,
+    ``PRUNED`` from the sweep's pruner): works wherever the job runs, e.g. on another Ray node
+    than the driver, where no signal can reach it. Checked at each logged step."""
+
+    FILES = ("CANCEL_REQUESTED", "PRUNED")
+
+    def __init__(self, task: PretrainTask, trial_dir: Path) -> None:
+        self.task, self.dir = task, trial_dir
+
+    def on_step_end(self, trainer: Any, metrics: dict[str, float]) -> None:
+        if any((self.dir / f).exists() for f in self.FILES):
+            self.task._stop_reason = "cancelled"
+            trainer.request_stop()
 
 
 class PretrainTask:
@@ -84,6 +101,8 @@ class PretrainTask:
         cfg = config_from_dict(spec.config)
         validate(cfg)
         callbacks: list[Any] = [JsonlMetrics(out / "metrics.jsonl"), ProgressBar()]
+        if slurm_job_id() is None:  # SLURM stops jobs with scancel; elsewhere files may be all we have
+            callbacks.append(_StopFileWatcher(self, out))
         mlflow_cb = None
         if main and run_id:
             mlflow_cb = tracking.MlflowMetricsCallback(uri, run_id, spool)

@@ -32,7 +32,7 @@ def start_local_runner(trial_dir: Path, threads: int | None = None) -> None:
     if _runner_alive(trial_dir):
         return
     spec = TrialSpec.load(trial_dir)
-    for marker in ("FAILED", "CANCELLED"):  # a retry starts clean; checkpoints are kept and resumed
+    for marker in ("FAILED", "CANCELLED", "CANCEL_REQUESTED"):  # a retry starts clean; checkpoints are kept
         (trial_dir / marker).unlink(missing_ok=True)
     LocalBackend(threads=threads).submit(spec, wait=False)
 
