@@ -101,7 +101,8 @@ class PretrainTask:
         cfg = config_from_dict(spec.config)
         validate(cfg)
         callbacks: list[Any] = [JsonlMetrics(out / "metrics.jsonl"), ProgressBar()]
-        if slurm_job_id() is None:  # SLURM stops jobs with scancel; elsewhere files may be all we have
+        if spec.backend != "slurm":  # SLURM jobs are stopped by scancel; runners (also Ray
+            # workers inside an allocation) may sit on a host no signal from the driver reaches
             callbacks.append(_StopFileWatcher(self, out))
         mlflow_cb = None
         if main and run_id:
