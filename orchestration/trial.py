@@ -20,6 +20,8 @@ from mugs.checkpoint import atomic_write_text
 TRIAL_FILE = "trial.yaml"
 JOBS_FILE = "jobs.json"
 RUN_ID_FILE = "mlflow_run_id"
+CANCEL_FILE = "CANCEL_REQUESTED"  # a cancel asked through the trial directory (any host)
+PRUNED_FILE = "PRUNED"  # stopped by the sweep's pruner: final, never rerun
 EVAL_PROTOCOLS = ("knn", "linear")
 
 

@@ -21,12 +21,11 @@ from pathlib import Path
 
 from orchestration.backends.base import TERMINAL, JobState
 from orchestration.jobs.requeue import EXIT_REQUEUED
-from orchestration.trial import TrialSpec, read_jobs, write_jobs
+from orchestration.trial import CANCEL_FILE, TrialSpec, read_jobs, write_jobs
 
 PID_FILE = "runner.pid"
 HEARTBEAT_FILE = "runner.heartbeat"
 HEARTBEAT_S = 10.0
-CANCEL_FILE = "CANCEL_REQUESTED"  # watched by the pretraining task, on whatever host it runs
 
 
 class LocalBackend:

@@ -17,7 +17,7 @@ from mugs.config import config_from_dict, validate
 from orchestration import tracking
 from orchestration.jobs.requeue import EXIT_REQUEUED, requeue_count, requeue_self, slurm_job_id
 from orchestration.jobs.tracking_calls import finalize_run, safe
-from orchestration.trial import TrialSpec
+from orchestration.trial import CANCEL_FILE, PRUNED_FILE, TrialSpec
 
 
 class _StopFileWatcher(Callback):
@@ -25,7 +25,7 @@ class _StopFileWatcher(Callback):
     ``PRUNED`` from the sweep's pruner): works wherever the job runs, e.g. on another Ray node
     than the driver, where no signal can reach it. Checked at each logged step."""
 
-    FILES = ("CANCEL_REQUESTED", "PRUNED")
+    FILES = (CANCEL_FILE, PRUNED_FILE)
 
     def __init__(self, task: PretrainTask, trial_dir: Path) -> None:
         self.task, self.dir = task, trial_dir
@@ -136,8 +136,8 @@ class PretrainTask:
         # stopped early: cancelled, or preempted / timed out
         if self._stop_reason == "cancelled":
             why = f"cancelled at step {trainer.step}"
-            if (out / "PRUNED").exists():  # the sweep's pruner stopped this trial
-                why = f"{(out / 'PRUNED').read_text().strip()}; stopped at step {trainer.step}"
+            if (out / PRUNED_FILE).exists():  # the sweep's pruner stopped this trial
+                why = f"{(out / PRUNED_FILE).read_text().strip()}; stopped at step {trainer.step}"
             (out / "CANCELLED").write_text(why + "\n")
             if main and run_id:
                 safe(tracking.set_tags, uri, run_id, {"mugs.failure_reason": why})

@@ -28,11 +28,12 @@ Progress = Callable[[], None]
 def start_local_runner(trial_dir: Path, threads: int | None = None) -> None:
     """(Re)start a trial's local runner unless one is alive; ``threads`` caps its torch threads."""
     from orchestration.backends.local import LocalBackend, _runner_alive
+    from orchestration.trial import CANCEL_FILE
 
     if _runner_alive(trial_dir):
         return
     spec = TrialSpec.load(trial_dir)
-    for marker in ("FAILED", "CANCELLED", "CANCEL_REQUESTED"):  # a retry starts clean; checkpoints are kept
+    for marker in ("FAILED", "CANCELLED", CANCEL_FILE):  # a retry starts clean; checkpoints are kept
         (trial_dir / marker).unlink(missing_ok=True)
     LocalBackend(threads=threads).submit(spec, wait=False)
 

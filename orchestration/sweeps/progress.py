@@ -6,12 +6,13 @@ import sys
 import time
 from pathlib import Path
 
+from orchestration.sweeps.pruning import is_pruned
 from orchestration.sweeps.trial_state import progress_step, results
 
 
 def quick_state(trial_dir: Path) -> str:
     """File-based state (no scheduler calls): done / failed / pruned / running / pending."""
-    if (trial_dir / "PRUNED").exists():
+    if is_pruned(trial_dir):
         return "pruned"
     if (trial_dir / "FAILED").exists():
         return "failed"

@@ -29,10 +29,9 @@ from typing import Any
 
 from orchestration import tracking
 from orchestration.jobs.tracking_calls import safe
-from orchestration.trial import TrialSpec, config_hash
+from orchestration.trial import PRUNED_FILE, TrialSpec, config_hash
 
 MONITOR_KEY = "monitor/knn_top1"
-PRUNED_FILE = "PRUNED"
 
 
 def setting_key(trial_dir: Path) -> str:
@@ -143,9 +142,7 @@ class SweepPruner:
             if unit.trial_id is not None:
                 continue
             t = by_key.get(key)
-            if t is not None and t.state == states.PRUNED:
-                unit.closed = True
-            elif t is not None and t.state == states.COMPLETE:
+            if t is not None and t.state in (states.PRUNED, states.COMPLETE):
                 unit.closed = True
             elif t is not None:
                 unit.trial_id, unit.number = t._trial_id, t.number
@@ -179,7 +176,7 @@ class SweepPruner:
 
         reported = self._reported()
         for unit in self.units.values():
-            if unit.closed or unit.trial_id is None:
+            if unit.closed:  # every open unit has its study trial (register)
                 continue
             states = [quick_state(d) for d in unit.dirs]  # read before the values: none missed
             series = [r.read() for r in unit.readers]
@@ -207,14 +204,16 @@ class SweepPruner:
 
     def _context(self, unit: _Unit, step: int) -> dict[str, Any]:
         """What the decision at ``step`` is based on (for the log and its audit)."""
-        import optuna
-
-        frozen = self._frozen(unit)
-        done = self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+        trials = self.study.get_trials(deepcopy=False)
+        own = next(t for t in trials if t.number == unit.number)
         return {
             "trials": [d.name for d in unit.dirs],
-            "best_so_far": max(frozen.intermediate_values.values()),
-            "completed": {t.user_attrs.get("setting"): t.intermediate_values.get(step) for t in done},
+            "best_so_far": max(own.intermediate_values.values()),
+            "completed": {
+                t.user_attrs.get("setting"): t.intermediate_values.get(step)
+                for t in trials
+                if t.state.name == "COMPLETE"
+            },
         }
 
     def _prune(self, unit: _Unit, step: int, value: float) -> None:

@@ -8,6 +8,7 @@ from typing import Any
 
 from orchestration.backends.base import TERMINAL
 from orchestration.jobs.tracking_calls import trial_outcome
+from orchestration.sweeps.pruning import is_pruned
 from orchestration.trial import TRIAL_FILE, TrialSpec, read_jobs
 
 
@@ -15,7 +16,7 @@ def classify(trial_dir: Path) -> str:
     """new | done | failed | pruned | active | stopped (interrupted, resumable)."""
     if not (trial_dir / TRIAL_FILE).exists():
         return "new"
-    if (trial_dir / "PRUNED").exists():
+    if is_pruned(trial_dir):
         return "pruned"  # stopped early by the sweep's pruner: final, never rerun
     spec = TrialSpec.load(trial_dir)
     outcome = trial_outcome(spec)
