@@ -95,17 +95,19 @@ def _read_pid(trial_dir: Path) -> tuple[int, str | None] | None:
 def _local_pid(trial_dir: Path) -> int | None:
     """The runner's pid if it runs on this host (None for another host: never signal it)."""
     rec = _read_pid(trial_dir)
-    if rec is None or (rec[1] is not None and rec[1] != socket.gethostname()):
-        return None
-    return rec[0]
+    return None if rec is None or not _on_this_host(rec) else rec[0]
+
+
+def _on_this_host(rec: tuple[int, str | None]) -> bool:
+    return rec[1] is None or rec[1] == socket.gethostname()
 
 
 def _runner_alive(trial_dir: Path) -> bool:
     rec = _read_pid(trial_dir)
     if rec is None:
         return False
-    pid = _local_pid(trial_dir)
-    if pid is None:  # another host: alive while the heartbeat is fresh
+    pid = rec[0]
+    if not _on_this_host(rec):  # another host: alive while the heartbeat is fresh
         try:
             age = time.time() - (Path(trial_dir) / HEARTBEAT_FILE).stat().st_mtime
         except OSError:

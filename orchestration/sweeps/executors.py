@@ -49,7 +49,6 @@ def wait_local(trial_dir: Path, poll_s: float = 2.0) -> str:
 def _record_placement(trial_dir: Path) -> None:
     """Where Ray placed the trial (cluster, node, host), appended to ``ray_placement.jsonl``."""
     import json
-    import socket
 
     import ray
 
