@@ -40,6 +40,9 @@ class ModelConfig:
     embed_dim: int | None = None
     depth: int | None = None
     num_heads: int | None = None
+    # position embedding for crops of another grid than data.image_size: "dino" (bicubic by the
+    # scale factor (new + 0.1) / old, as the official Mugs/DINO code) | "timm" (timm's resampling)
+    pos_embed_interp: str = "dino"
 
 
 @dataclass
@@ -132,6 +135,7 @@ class MugsConfig:
 
 
 ARCHS = ("vit_tiny", "vit_small", "vit_base", "vit_large")
+POS_EMBED_INTERP = ("dino", "timm")
 DATASETS = ("imagefolder", "cifar10", "digits")
 
 
@@ -318,6 +322,10 @@ def validate(cfg: MugsConfig, check_data: bool = True) -> None:
         raise ConfigError(f"train.precision: one of auto, fp32, bf16; got {t.precision!r}")
     if mo.arch not in ARCHS:
         raise ConfigError(f"model.arch: unknown architecture {mo.arch!r} (known: {', '.join(ARCHS)})")
+    if mo.pos_embed_interp not in POS_EMBED_INTERP:
+        raise ConfigError(
+            f"model.pos_embed_interp: one of {', '.join(POS_EMBED_INTERP)}; got {mo.pos_embed_interp!r}"
+        )
     for key, size in (("data.image_size", d.image_size), ("data.local_crop_size", d.local_crop_size)):
         if size % mo.patch_size:
             raise ConfigError(f"{key}: {size} is not a multiple of model.patch_size={mo.patch_size}")

@@ -60,6 +60,7 @@ class MugsNetwork(nn.Module):
             embed_dim=mc.embed_dim,
             depth=mc.depth,
             num_heads=mc.num_heads,
+            pos_embed_interp=mc.pos_embed_interp,
         )
         d = self.backbone.embed_dim
 
