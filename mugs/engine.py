@@ -115,9 +115,27 @@ class Trainer:
         self.total_steps = min(total, t.max_steps) if t.max_steps else total
 
     # ------------------------------------------------------------------ step
-    def train_step(self, crops: list[torch.Tensor], weak: torch.Tensor) -> dict[str, float]:
-        """One optimisation step on a batch of crops [teacher g1, g2, student g1, g2, locals...]."""
+    def monitor_due(self, step: int) -> bool:
+        """Whether the online kNN monitor runs after step ``step`` (counted from 1)."""
+        every = self.cfg.eval.monitor_every
+        return bool(every) and step % every == 0
+
+    def log_due(self, step: int) -> bool:
+        """Whether step ``step`` (counted from 1) is logged: every ``log_every``, the last, monitor steps."""
+        return step % self.cfg.train.log_every == 0 or step == self.total_steps or self.monitor_due(step)
+
+    def train_step(
+        self, crops: list[torch.Tensor], weak: torch.Tensor, diagnose: bool | None = None
+    ) -> dict[str, float]:
+        """One optimisation step on a batch of crops [teacher g1, g2, student g1, g2, locals...].
+
+        ``diagnose`` (default: whether this step is logged, :meth:`log_due`) adds the collapse
+        diagnostics ``diag/<branch>/<kind>`` (:mod:`mugs.diagnostics`); they change no numerics.
+        """
         cfg, it = self.cfg, self.step
+        if diagnose is None:
+            diagnose = self.log_due(it + 1)
+        diag: dict[str, torch.Tensor] | None = {} if diagnose else None
         epoch = it // self.iters_per_epoch
         lr, wd, mom = (float(s[it]) for s in (self.lr_schedule, self.wd_schedule, self.momentum_schedule))
         set_schedule(self.optimizer, lr, wd, cfg.train.patch_embed_lr_mult)
@@ -126,7 +144,7 @@ class Trainer:
             with torch.no_grad():
                 t_out = self.teacher(crops[:2], self.teacher_memory, target=True)
             s_out = self.model(crops[2:], self.student_memory, target=False)
-            total, terms = self.loss(s_out, t_out, n_student, epoch)
+            total, terms = self.loss(s_out, t_out, n_student, epoch, diag)
         if self.student_memory is not None:
             self.student_memory.enqueue(s_out.memory_tokens.chunk(2)[0], keep=weak)
             self.teacher_memory.enqueue(t_out.memory_tokens.chunk(2)[0])  # type: ignore[union-attr]
@@ -150,6 +168,8 @@ class Trainer:
         for k, v in terms.items():
             out[f"loss/{k}"] = v.item()
         out["teacher_temp"] = self.loss.teacher_temp(epoch)
+        for k, v in (diag or {}).items():
+            out[k] = v.item()
         return out
 
     # ----------------------------------------------------------------- loops
@@ -199,14 +219,13 @@ class Trainer:
         try:
             last_time, last_step = time.perf_counter(), self.step
             global_batch = t.batch_size * self.dist.world_size
-            mon_every = self.cfg.eval.monitor_every
             while self.step < self.total_steps and not self.stop_requested:
                 epoch, start = divmod(self.step, self.iters_per_epoch)
                 for crops, weak in self._loader(epoch, start):
                     crops = [c.to(self.device, non_blocking=True) for c in crops]
                     metrics = self.train_step(crops, weak.to(self.device))
-                    monitor_due = bool(mon_every) and self.step % mon_every == 0
-                    if self.step % t.log_every == 0 or self.step == self.total_steps or monitor_due:
+                    monitor_due = self.monitor_due(self.step)
+                    if self.log_due(self.step):
                         now = time.perf_counter()
                         metrics["images_per_s"] = (
                             global_batch * (self.step - last_step) / max(now - last_time, 1e-9)

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mugs import diagnostics as diag
 from mugs.distributed import all_reduce_mean
 from mugs.losses.pairing import pair_average
 
@@ -41,8 +42,19 @@ class GroupLoss(nn.Module):
         self.register_buffer("center", torch.zeros(1, out_dim))
 
     def forward(
-        self, student: torch.Tensor, teacher: torch.Tensor, n_student_crops: int, teacher_temp: float
+        self,
+        student: torch.Tensor,
+        teacher: torch.Tensor,
+        n_student_crops: int,
+        teacher_temp: float,
+        diagnostics: dict[str, torch.Tensor] | None = None,
     ) -> torch.Tensor:
+        """A ``diagnostics`` dict receives the GDS keys of :func:`mugs.diagnostics.group_diagnostics`
+        (with the centre this step's targets used, before its update)."""
+        if diagnostics is not None:
+            diagnostics.update(
+                diag.group_diagnostics(teacher.chunk(self.n_global), self.center, teacher_temp)
+            )
         s = (student.float() / self.student_temp).chunk(n_student_crops)
         t = F.softmax((teacher.float().detach() - self.center) / teacher_temp, dim=-1).chunk(self.n_global)
 

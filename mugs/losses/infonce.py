@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mugs import diagnostics as diag
 from mugs.distributed import concat_all_gather
 from mugs.losses.pairing import pair_average
 from mugs.memory import ring_write
@@ -35,8 +36,18 @@ class InfoNCEQueueLoss(nn.Module):
         labels = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)
         return F.cross_entropy(logits, labels)
 
-    def forward(self, student: torch.Tensor, teacher: torch.Tensor, n_student_crops: int) -> torch.Tensor:
-        """``student``: [n_student_crops * B, d]; ``teacher``: [n_global * B, d] (targets, no grad)."""
+    def forward(
+        self,
+        student: torch.Tensor,
+        teacher: torch.Tensor,
+        n_student_crops: int,
+        diagnostics: dict[str, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """``student``: [n_student_crops * B, d]; ``teacher``: [n_global * B, d] (targets, no grad).
+
+        A ``diagnostics`` dict receives ``target_std``, ``target_cos`` and ``logit_gap``
+        (:mod:`mugs.diagnostics`), against the queue before this step's targets are enqueued.
+        """
         negatives = self.queue.clone().to(student.dtype)
         teacher = teacher.detach()
         loss = pair_average(
@@ -45,6 +56,14 @@ class InfoNCEQueueLoss(nn.Module):
             lambda p, t: self.pair_loss(p, t, negatives),
             self.n_global,
         )
+        if diagnostics is not None:
+            diagnostics.update(diag.target_diagnostics(teacher.chunk(self.n_global)))
+            diagnostics["logit_gap"] = pair_average(
+                student.detach().chunk(n_student_crops),
+                teacher.chunk(self.n_global),
+                lambda p, t: diag.logit_gap(p, t, self.queue, self.temperature),
+                self.n_global,
+            )
         for t in teacher.chunk(self.n_global):
             self.enqueue(t)
         return loss

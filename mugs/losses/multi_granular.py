@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from mugs.config import MugsConfig
+from mugs.diagnostics import diag_key
 from mugs.losses.group import GroupLoss, teacher_temperature
 from mugs.losses.infonce import InfoNCEQueueLoss
 from mugs.models.network import MugsOutput
@@ -46,17 +47,36 @@ class MultiGranularLoss(nn.Module):
         )
 
     def forward(
-        self, student: MugsOutput, teacher: MugsOutput, n_student_crops: int, epoch: int
+        self,
+        student: MugsOutput,
+        teacher: MugsOutput,
+        n_student_crops: int,
+        epoch: int,
+        diagnostics: dict[str, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Total loss and per-branch terms; a ``diagnostics`` dict receives the collapse
+        diagnostics of every enabled branch as ``diag/<branch>/<kind>`` (:mod:`mugs.diagnostics`)."""
         terms: dict[str, torch.Tensor] = {}
+        per_branch: dict[str, dict[str, torch.Tensor]] = {n: {} for n in NAMES}
+
+        def sink(name: str) -> dict[str, torch.Tensor] | None:
+            return per_branch[name] if diagnostics is not None else None
+
         if self.instance is not None:
-            terms["instance"] = self.instance(student.instance, teacher.instance, n_student_crops)
+            terms["instance"] = self.instance(
+                student.instance, teacher.instance, n_student_crops, sink("instance")
+            )
         if self.local_group is not None:
-            terms["local_group"] = self.local_group(student.local_group, teacher.local_group, n_student_crops)
+            terms["local_group"] = self.local_group(
+                student.local_group, teacher.local_group, n_student_crops, sink("local_group")
+            )
         if self.group is not None:
             terms["group"] = self.group(
-                student.group, teacher.group, n_student_crops, self.teacher_temp(epoch)
+                student.group, teacher.group, n_student_crops, self.teacher_temp(epoch), sink("group")
             )
+        if diagnostics is not None:
+            for name, values in per_branch.items():
+                diagnostics.update({diag_key(name, k): v for k, v in values.items()})
         wsum = sum(self.weights)
         total = sum(self.weights[NAMES.index(k)] * v for k, v in terms.items()) / wsum
         return total, terms
