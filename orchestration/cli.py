@@ -214,7 +214,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"no trials under {Path(args.workdir) / 'trials'}")
     for d in dirs:
         st = trial_status(d)
-        print(f"{st['trial_id']}  [{st['backend']}]  mlflow run {st['run_id']} {st['run_status']}")
+        flag = f"  {st['collapse']}" if st["collapse"] else ""
+        print(f"{st['trial_id']}  [{st['backend']}]  mlflow run {st['run_id']} {st['run_status']}{flag}")
         _print_jobs(st["jobs"])
     return 0
 

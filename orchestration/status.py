@@ -9,6 +9,7 @@ from typing import Any
 from orchestration import tracking
 from orchestration.backends import get_backend
 from orchestration.backends.base import TERMINAL
+from orchestration.sweeps.trial_state import collapse_note
 from orchestration.trial import TrialSpec
 
 
@@ -47,6 +48,7 @@ def trial_status(trial_dir: Path) -> dict[str, Any]:
         "run_id": spec.run_id,
         "run_status": run_status,
         "jobs": jobs,
+        "collapse": collapse_note(trial_dir),  # "" unless the latest logged diagnostics say collapsed
     }
 
 

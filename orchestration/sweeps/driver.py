@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 
 from mugs.config import ConfigError, parse_override
+from mugs.diagnostics import collapse_label
 from orchestration import tracking
 from orchestration.jobs.tracking_calls import safe
 from orchestration.submit import prepare_trial
@@ -20,7 +21,7 @@ from orchestration.sweeps.expand import TrialPlan, grid, plan, random_search
 from orchestration.sweeps.progress import SweepProgress, quick_state
 from orchestration.sweeps.spec import SpecError, SweepSpec, load_spec
 from orchestration.sweeps.state import driver_lock, load_state, save_state, trials_csv
-from orchestration.sweeps.trial_state import classify, results
+from orchestration.sweeps.trial_state import classify, collapsed, results
 from orchestration.trial import TrialSpec
 
 SWEEP_BACKENDS = ("local", "ray", "slurm")
@@ -270,6 +271,7 @@ class SweepRun:
             }
             row.update({k: _dotted(spec.config, k) for ax in self.spec.axes for k in ax.keys})
             row.update(results(d))
+            row["collapsed"] = ",".join(collapsed(d))  # from the latest logged diagnostics
             rows.append(row)
         _log_text_artifact(self.uri, parent_id, "trials.csv", trials_csv(rows))
         failed = sum(r["state"] == "failed" for r in rows)
@@ -307,6 +309,9 @@ def summarize(name: str, rows: list[dict[str, Any]], metric: str, maximize: bool
     if done:
         best = (max if maximize else min)(done, key=lambda r: r[metric])
         print(f"  best {metric} = {best[metric]:.2f}  ({best['trial_id']}, seed {best['seed']})")
+    flagged = [r for r in rows if r.get("collapsed")]
+    for r in flagged:
+        print(f"  {r['trial_id']}: {collapse_label(r['collapsed'].split(','))} (latest logged diagnostics)")
 
 
 def run_sweep(req: SweepRequest) -> int:

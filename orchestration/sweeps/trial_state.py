@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from mugs.diagnostics import PREFIX as DIAG_PREFIX
+from mugs.diagnostics import collapse_label, collapsed_branches
 from orchestration.backends.base import TERMINAL
 from orchestration.jobs.tracking_calls import trial_outcome
 from orchestration.sweeps.pruning import is_pruned
@@ -63,3 +65,40 @@ def progress_step(trial_dir: Path) -> int:
         return int(json.loads(last)["step"])
     except (IndexError, ValueError, KeyError):
         return 0
+
+
+DIAG_TAIL_BYTES = 65536  # a logged step is ~1 kB: the tail holds the last ones
+
+
+def latest_diagnostics(trial_dir: Path) -> dict[str, float]:
+    """The ``diag/...`` values of the last step in ``metrics.jsonl`` that logged any ({} if none)."""
+    p = trial_dir / "metrics.jsonl"
+    if not p.exists():
+        return {}
+    try:
+        with open(p, "rb") as f:
+            f.seek(0, 2)
+            f.seek(max(0, f.tell() - DIAG_TAIL_BYTES))
+            lines = f.read().decode(errors="ignore").splitlines()
+    except OSError:
+        return {}
+    for line in reversed(lines):
+        try:
+            row = json.loads(line)
+        except ValueError:  # the first, cut line of the tail, or a line being written
+            continue
+        if isinstance(row, dict):
+            diag = {k: v for k, v in row.items() if isinstance(k, str) and k.startswith(DIAG_PREFIX)}
+            if diag:
+                return diag
+    return {}
+
+
+def collapsed(trial_dir: Path) -> list[str]:
+    """Branches whose latest logged diagnostics read collapsed (:mod:`mugs.diagnostics`)."""
+    return collapsed_branches(latest_diagnostics(trial_dir))
+
+
+def collapse_note(trial_dir: Path) -> str:
+    """``"COLLAPSED (instance, group)"`` from the trial's latest diagnostics, or ""."""
+    return collapse_label(collapsed(trial_dir))
