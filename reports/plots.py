@@ -3,7 +3,8 @@
 * metric vs each numeric swept key (queue sizes, top-k, ...) with std-over-seeds error bars;
 * a heat map over the loss-weight simplex when non-binary weights were swept;
 * a bar chart per setting when no numeric key was swept (e.g. loss on/off ablations);
-* training curves (``train/loss`` history, mean over the plotted seeds of each setting).
+* training curves (``train/loss`` history, mean over the plotted seeds of each setting);
+* the collapse diagnostics of the same runs (``train/diag/<branch>/<kind>``, :mod:`mugs.diagnostics`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ from typing import Any
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
+from mugs.diagnostics import BRANCHES, MAX_TARGET_COS, branch_kinds, diag_key
 from reports.aggregate import Aggregate, lower_is_better
 from reports.table import LOSS_NAMES, LOSS_WEIGHTS, binary_weights, key_header, metric_header
 from reports.values import format_number, is_missing
@@ -264,8 +267,60 @@ def plot_training_curves(
     )
 
 
-def make_plots(agg: Aggregate, curves: Mapping[str, Sequence[pd.DataFrame]] | None = None) -> list[Plot]:
-    """All figures that apply to this sweep."""
+def _mean_curve(frames: Sequence[pd.DataFrame]) -> pd.Series:
+    return pd.concat(frames).groupby("step", sort=True)["value"].mean()
+
+
+def plot_diagnostics(curves: Mapping[str, Mapping[str, Sequence[pd.DataFrame]]]) -> Plot | None:
+    """Collapse diagnostics: a panel per ``diag/<branch>/<kind>`` key (rows: branch), a line per setting.
+
+    ``curves`` maps the trainer's key to {setting label: histories}; each line is the mean over
+    the setting's plotted runs, as in the training curves. Dashed: the verdict's cosine limit.
+    """
+    present = {k: {lab: f for lab, f in by.items() if f} for k, by in curves.items()}
+    present = {k: by for k, by in present.items() if by}
+    rows = [b for b in BRANCHES if any(diag_key(b, k) in present for k in branch_kinds(b))]
+    if not rows:
+        return None
+    ncols = max(len(branch_kinds(b)) for b in rows)
+    labels = list(dict.fromkeys(lab for by in present.values() for lab in by))
+    colors = {lab: f"C{i % 10}" for i, lab in enumerate(labels)}
+    fig = Figure(figsize=(3.3 * ncols, 2.5 * len(rows) + 0.6))
+    axes = fig.subplots(len(rows), ncols, squeeze=False)
+    for r, branch in enumerate(rows):
+        kinds = branch_kinds(branch)
+        for c, ax in enumerate(axes[r]):
+            by_label = present.get(diag_key(branch, kinds[c])) if c < len(kinds) else None
+            if not by_label:
+                ax.set_axis_off()
+                continue
+            for label, frames in by_label.items():
+                mean = _mean_curve(frames)
+                ax.plot(mean.index, mean.values, color=colors[label], linewidth=1.1)
+            if kinds[c] == "target_cos":
+                ax.axhline(MAX_TARGET_COS, color="grey", linestyle="--", linewidth=0.8)
+            ax.set_title(f"{branch}: {kinds[c]}", fontsize=9)
+            ax.tick_params(labelsize=7)
+            ax.grid(True, alpha=0.3)
+    for ax in axes[-1]:
+        ax.set_xlabel("step", fontsize=8)
+    handles = [Line2D([], [], color=colors[lab], label=lab) for lab in labels]
+    fig.legend(handles=handles, loc="lower center", ncol=min(4, len(labels)), fontsize=7)
+    fig.suptitle("Collapse diagnostics (teacher targets)")
+    fig.subplots_adjust(bottom=0.1 + 0.03 * math.ceil(len(labels) / 4), hspace=0.45)
+    caption = (
+        f"mean over the plotted seeds of each setting; dashed: cosine {MAX_TARGET_COS} (collapse); "
+        "healthy: std ~1/sqrt(d), cosine well below 1, logit gap > 0, batch entropy > sample entropy"
+    )
+    return Plot("collapse_diagnostics", "Collapse diagnostics", _png(fig), caption)
+
+
+def make_plots(
+    agg: Aggregate,
+    curves: Mapping[str, Sequence[pd.DataFrame]] | None = None,
+    diagnostics: Mapping[str, Mapping[str, Sequence[pd.DataFrame]]] | None = None,
+) -> list[Plot]:
+    """All figures that apply to this sweep (``diagnostics``: see :func:`plot_diagnostics`)."""
     plots: list[Plot] = []
     if agg.metrics:
         numeric = _numeric_keys(agg)
@@ -292,4 +347,8 @@ def make_plots(agg: Aggregate, curves: Mapping[str, Sequence[pd.DataFrame]] | No
         curve_plot = plot_training_curves(curves)
         if curve_plot:
             plots.append(curve_plot)
+    if diagnostics:
+        diag_plot = plot_diagnostics(diagnostics)
+        if diag_plot:
+            plots.append(diag_plot)
     return plots

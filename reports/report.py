@@ -19,6 +19,8 @@ from typing import Any
 import pandas as pd
 from mlflow import MlflowClient
 
+from mugs.diagnostics import BRANCHES, branch_kinds, diag_key
+from orchestration.tracking.logger import DEFAULT_PREFIX as TRAIN_PREFIX
 from orchestration.tracking.uri import redact_uri
 from reports.aggregate import FAILED, MISSING, PRUNED, RUNNING, Aggregate, aggregate, lower_is_better
 from reports.compare import Comparison, compare
@@ -33,6 +35,7 @@ from reports.values import format_number
 DEFAULT_METRICS = ("eval/knn_top1", "eval/linear_top1")
 ARTIFACT_DIR = "report"
 CURVE_METRIC = "train/loss"
+DIAG_CURVE_KEYS = tuple(diag_key(b, k) for b in BRANCHES for k in branch_kinds(b))
 CURVE_SETTINGS = 8
 CURVE_RUNS_PER_SETTING = 3
 
@@ -105,8 +108,10 @@ def _notice(data: SweepData, agg: Aggregate, unlisted: int) -> Notice | None:
     return None
 
 
-def _curves(tracking_uri: str, agg: Aggregate, fast_path: bool) -> dict[str, list[pd.DataFrame]]:
-    """train/loss histories of a few runs of the best settings (by the first metric)."""
+def _curves(
+    tracking_uri: str, agg: Aggregate, fast_path: bool, key: str = CURVE_METRIC
+) -> dict[str, list[pd.DataFrame]]:
+    """``key`` (train/loss) histories of a few runs of the best settings (by the first metric)."""
     table = agg.table[agg.table["n"] > 0]
     if table.empty or not agg.metrics:
         return {}
@@ -117,8 +122,16 @@ def _curves(tracking_uri: str, agg: Aggregate, fast_path: bool) -> dict[str, lis
     for _, row in table.iterrows():
         wanted[setting_label(agg, row["setting"])] = list(row["run_ids"][:CURVE_RUNS_PER_SETTING])
     run_ids = [r for ids in wanted.values() for r in ids]
-    histories = fetch_histories(tracking_uri, run_ids, CURVE_METRIC, fast_path=fast_path)
+    histories = fetch_histories(tracking_uri, run_ids, key, fast_path=fast_path)
     return {label: [histories[r] for r in ids if r in histories] for label, ids in wanted.items()}
+
+
+def _diag_curves(
+    tracking_uri: str, agg: Aggregate, fast_path: bool
+) -> dict[str, dict[str, list[pd.DataFrame]]]:
+    """The collapse diagnostics' histories of the same runs as the training curves, by trainer key."""
+    out = {key: _curves(tracking_uri, agg, fast_path, TRAIN_PREFIX + key) for key in DIAG_CURVE_KEYS}
+    return {key: by for key, by in out.items() if any(by.values())}
 
 
 def csv_frame(agg: Aggregate, comparisons: Sequence[Comparison]) -> pd.DataFrame:
@@ -256,9 +269,10 @@ def _build(
     want_plots = any(f in formats for f in ("md", "tex", "html"))
     t = time.perf_counter()
     curves = _curves(tracking_uri, agg, data.fetch_method == "sql") if want_plots else {}
+    diag_curves = _diag_curves(tracking_uri, agg, data.fetch_method == "sql") if want_plots else {}
     timings["fetch_histories"] = time.perf_counter() - t
     t = time.perf_counter()
-    plots: list[Plot] = make_plots(agg, curves) if want_plots else []
+    plots: list[Plot] = make_plots(agg, curves, diag_curves) if want_plots else []
     timings["plots"] = time.perf_counter() - t
 
     t = time.perf_counter()
