@@ -9,6 +9,7 @@ from typing import Any
 from mugs.config import MugsConfig
 from orchestration import tracking
 from orchestration.backends import Backend
+from orchestration.reference import REFERENCE_TAG
 from orchestration.trial import TrialSpec, config_hash
 
 
@@ -35,8 +36,13 @@ def prepare_trial(
     sweep: str | None = None,
     parent_run_id: str | None = None,
     extra_tags: dict[str, str] | None = None,
+    reference: str | None = None,
 ) -> TrialSpec:
-    """Create the trial directory, its MLflow run (params = resolved config) and trial.yaml."""
+    """Create the trial directory, its MLflow run (params = resolved config) and trial.yaml.
+
+    ``reference`` (:data:`orchestration.reference.UNTRAINED`) makes it a reference trial: 0
+    pretraining steps, tagged ``mugs.reference``.
+    """
     trial_dir = (workdir / "trials" / trial_id).resolve()
     trial_dir.mkdir(parents=True, exist_ok=True)
     config = cfg.to_dict()
@@ -51,6 +57,7 @@ def prepare_trial(
         parent_run_id=parent_run_id,
         max_requeues=max_requeues,
         backend=backend,
+        reference=reference,
     )
     tags = {
         **tracking.run_tags_for_environment(),
@@ -64,6 +71,8 @@ def prepare_trial(
     }
     if sweep:
         tags["mugs.sweep"] = sweep
+    if reference:
+        tags[REFERENCE_TAG] = reference
     experiment_id = tracking.get_or_create_experiment(tracking_uri, experiment)
     spec.run_id = tracking.create_run(
         tracking_uri,

@@ -16,18 +16,21 @@ from typing import Any
 import yaml
 
 from mugs.checkpoint import atomic_write_text
+from mugs.eval import PROTOCOLS
 
 TRIAL_FILE = "trial.yaml"
 JOBS_FILE = "jobs.json"
 RUN_ID_FILE = "mlflow_run_id"
 CANCEL_FILE = "CANCEL_REQUESTED"  # a cancel asked through the trial directory (any host)
 PRUNED_FILE = "PRUNED"  # stopped by the sweep's pruner: final, never rerun
-EVAL_PROTOCOLS = ("knn", "linear")
+EVAL_PROTOCOLS = PROTOCOLS  # knn, linear, pixels (the raw-pixel reference)
 
 
-def config_hash(config: dict[str, Any]) -> str:
-    """Stable hash of a resolved config (seed included)."""
-    blob = json.dumps(config, sort_keys=True, separators=(",", ":"), default=str)
+def config_hash(config: dict[str, Any], reference: str | None = None) -> str:
+    """Stable hash of a resolved config (seed included); a reference trial's kind is hashed too,
+    so a reference never shares its hash with a trial of the same config."""
+    keyed = config if reference is None else {"config": config, "reference": reference}
+    blob = json.dumps(keyed, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
@@ -44,6 +47,7 @@ class TrialSpec:
     sweep: str | None = None
     max_requeues: int = 3
     backend: str = "local"
+    reference: str | None = None  # orchestration.reference.UNTRAINED: pretraining runs 0 steps
 
     @property
     def dir(self) -> Path:
@@ -55,7 +59,7 @@ class TrialSpec:
 
     @property
     def config_hash(self) -> str:
-        return config_hash(self.config)
+        return config_hash(self.config, self.reference)
 
     def save(self) -> None:
         atomic_write_text(self.dir / TRIAL_FILE, yaml.safe_dump(dataclasses.asdict(self), sort_keys=False))

@@ -5,7 +5,9 @@ Every trial counts in exactly one state: FINISHED (its metrics enter the statist
 (stopped early by the sweep's pruner: a KILLED run tagged ``mugs.pruned=true``), FAILED
 (MLflow status FAILED or KILLED, or listed as failed in ``trials.csv`` without a run), RUNNING
 (RUNNING or SCHEDULED) or MISSING (listed in ``trials.csv``, no run yet). Settings with no
-finished trial are kept, labelled by their trials' states.
+finished trial are kept, labelled by their trials' states. The sweep's reference trials (runs
+tagged ``mugs.reference``, trials.csv rows with a ``reference``) are not settings: they are left
+to :mod:`reports.references`.
 """
 
 from __future__ import annotations
@@ -68,11 +70,13 @@ def lower_is_better(metric: str) -> bool:
     return "loss" in name or "error" in name or name.endswith("_err")
 
 
-def _state_of_status(status: Any) -> str:
+def state_of_status(status: Any) -> str:
+    """A run's (fetched) MLflow status as a trial state."""
     return _STATUS_TO_STATE.get(str(status).upper(), FAILED)
 
 
-def _state_of_csv(state: Any) -> str:
+def state_of_csv(state: Any) -> str:
+    """A trials.csv ``state`` (of a trial without a run) as a trial state."""
     text = str(state or "").strip().upper()
     if text == PRUNED:
         return PRUNED
@@ -83,15 +87,22 @@ def _state_of_csv(state: Any) -> str:
     return MISSING
 
 
+def is_reference(frame: pd.DataFrame) -> pd.Series:
+    """Which rows of a runs frame or of trials.csv are reference trials (non-empty ``reference``)."""
+    if "reference" not in frame:
+        return pd.Series(False, index=frame.index)
+    return frame["reference"].map(lambda v: not is_missing(v) and str(v) != "")
+
+
 def trial_states(
     data: SweepData, keys: Sequence[str], metrics: Sequence[str]
 ) -> tuple[pd.DataFrame, dict[str, int]]:
     """One row per trial (runs plus trials.csv entries without a run): ``setting``, ``state``, metrics.
 
-    Returns the frame and the count, per state, of listed trials that could not be put in a
-    setting (trials.csv without the axis columns).
+    Reference trials are left out. Returns the frame and the count, per state, of listed trials
+    that could not be put in a setting (trials.csv without the axis columns).
     """
-    runs = data.runs
+    runs = data.runs[~is_reference(data.runs)].reset_index(drop=True)
     n = len(runs)
     columns = [runs[f"params.{k}"] if f"params.{k}" in runs else pd.Series([None] * n) for k in keys]
     settings = (
@@ -104,7 +115,7 @@ def trial_states(
             "run_id": runs["run_id"].to_numpy() if n else [],
             "trial_id": runs["trial_id"].to_numpy() if n else [],
             "setting": pd.Series(settings, dtype=object),
-            "state": [_state_of_status(s) for s in runs["status"]] if n else [],
+            "state": [state_of_status(s) for s in runs["status"]] if n else [],
             "start_time": runs["start_time"].to_numpy() if n else [],
         }
     )
@@ -118,13 +129,13 @@ def trial_states(
         seen_ids = set(runs["trial_id"].dropna()) if "trial_id" in runs else set()
         seen_hashes = set(runs["config_hash"].dropna()) if "config_hash" in runs else set()
         have_axes = all(k in trials.columns for k in keys)
-        listed = trials.to_dict("records")
+        listed = trials[~is_reference(trials)].to_dict("records")
         for item in listed:
             trial_id = item.get("trial_id") or None
             config_hash = item.get("config_hash") or None
             if (trial_id and trial_id in seen_ids) or (config_hash and config_hash in seen_hashes):
                 continue
-            state = _state_of_csv(item.get("state"))
+            state = state_of_csv(item.get("state"))
             if not have_axes:
                 unattributed[state] = unattributed.get(state, 0) + 1
                 continue
@@ -161,7 +172,7 @@ def _setting_order(data: SweepData, keys: Sequence[str], settings: Sequence[Sett
     if trials is not None and not trials.empty and all(k in trials.columns for k in keys):
         known = set(settings)
         seen: set[Setting] = set()
-        for item in trials[list(keys)].itertuples(index=False, name=None):
+        for item in trials[~is_reference(trials)][list(keys)].itertuples(index=False, name=None):
             s = tuple(parse_value(v) if v != "" else None for v in item)
             if s not in seen and s in known:
                 seen.add(s)
@@ -171,8 +182,19 @@ def _setting_order(data: SweepData, keys: Sequence[str], settings: Sequence[Sett
     return order + rest
 
 
-def _note(counts: dict[str, int]) -> str:
+def state_note(counts: dict[str, int]) -> str:
+    """``1 PRUNED, 2 FAILED``: the trials of a row that did not finish."""
     return ", ".join(f"{counts[name]} {name}" for name in (PRUNED, FAILED, RUNNING, MISSING) if counts[name])
+
+
+def state_label(counts: dict[str, int]) -> str:
+    """``OK`` for a row with finished trials, else the state of its trials (RUNNING first)."""
+    if counts[FINISHED]:
+        return "OK"
+    for state in (RUNNING, FAILED, PRUNED):
+        if counts[state]:
+            return state
+    return MISSING
 
 
 def mark_best(table: pd.DataFrame, metrics: Sequence[str]) -> None:
@@ -207,17 +229,8 @@ def aggregate(data: SweepData, keys: Sequence[str], metrics: Sequence[str]) -> A
         record.update({k: v for k, v in zip(keys, setting, strict=True)})
         record["n"] = counts[FINISHED]
         record.update({s.lower(): counts[s] for s in STATES})
-        if counts[FINISHED]:
-            record["label"] = "OK"
-        elif counts[RUNNING]:
-            record["label"] = RUNNING
-        elif counts[FAILED]:
-            record["label"] = FAILED
-        elif counts[PRUNED]:
-            record["label"] = PRUNED
-        else:
-            record["label"] = MISSING
-        record["note"] = _note(counts)
+        record["label"] = state_label(counts)
+        record["note"] = state_note(counts)
         ordered = pd.concat([finished, group[states != FINISHED]])
         record["run_ids"] = [r for r in ordered["run_id"] if isinstance(r, str)]
         for m in metrics:

@@ -3,7 +3,8 @@
 The schema (written by the sweep runner): the parent run has tags ``mugs.sweep=<name>``,
 ``mugs.role=sweep``, ``mugs.axes`` (JSON list of swept dotted keys), ``mugs.sweep_state`` and
 ``mugs.trials_expected``, and artifacts ``spec.yaml`` and ``trials.csv``. Each trial is a child
-run (tag ``mlflow.parentRunId``) whose params are the flattened config as strings.
+run (tag ``mlflow.parentRunId``) whose params are the flattened config as strings; the sweep's
+reference trials carry ``mugs.reference`` (:data:`orchestration.reference.REFERENCE_TAG`).
 
 Runs are read with ``MlflowClient.search_runs`` filtered by tag, in pages of
 :data:`PAGE_SIZE`; metric histories (training curves) only for the few runs that are plotted,
@@ -30,6 +31,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Run, ViewType
 from mlflow.exceptions import MlflowException
 
+from orchestration.reference import REFERENCE_TAG
 from reports.fetch_sql import (
     PRUNED_TAG,
     is_database_uri,
@@ -70,7 +72,8 @@ class SweepData:
     """Everything a report needs about one sweep.
 
     ``runs`` has one row per trial run: ``run_id``, ``run_name``, ``status``, ``trial_id``,
-    ``config_hash``, ``setting_hash``, ``start_time`` (ms), ``params.<key>`` (parsed with
+    ``config_hash``, ``setting_hash``, ``reference`` (the kind, None for a sweep trial),
+    ``start_time`` (ms), ``params.<key>`` (parsed with
     :func:`reports.values.parse_value`) and ``metrics.<key>`` (latest value). ``trials`` is the
     parent's ``trials.csv`` (strings), or None when the artifact is missing.
     """
@@ -261,6 +264,7 @@ def runs_frame(runs: Iterable[Run]) -> pd.DataFrame:
             "trial_id": tags.get(TRIAL_ID_TAG),
             "config_hash": tags.get(CONFIG_HASH_TAG),
             "setting_hash": tags.get(SETTING_HASH_TAG),
+            "reference": tags.get(REFERENCE_TAG),
             "start_time": run.info.start_time,
         }
         for key, value in run.data.params.items():
@@ -268,7 +272,8 @@ def runs_frame(runs: Iterable[Run]) -> pd.DataFrame:
         for key, value in run.data.metrics.items():
             record[f"metrics.{key}"] = value
         records.append(record)
-    columns = ["run_id", "run_name", "status", "trial_id", "config_hash", "setting_hash", "start_time"]
+    columns = ["run_id", "run_name", "status", "trial_id", "config_hash", "setting_hash", "reference"]
+    columns.append("start_time")
     frame = pd.DataFrame.from_records(records)
     return frame if records else pd.DataFrame(columns=columns)
 

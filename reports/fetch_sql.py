@@ -21,6 +21,7 @@ import pandas as pd
 import sqlalchemy as sa
 from mlflow import MlflowClient
 
+from orchestration.reference import REFERENCE_TAG
 from reports.values import parse_value
 
 DATABASE_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
@@ -30,6 +31,7 @@ RUN_TAGS = {
     "mugs.trial_id": "trial_id",
     "mugs.config_hash": "config_hash",
     "mugs.setting_hash": "setting_hash",
+    REFERENCE_TAG: "reference",
 }
 RUN_NAME_TAG = "mlflow.runName"
 PARENT_RUN_TAG = "mlflow.parentRunId"

@@ -27,6 +27,8 @@ def _md_escape(text: str) -> str:
 
 def _md_cell(cell: Cell) -> str:
     text = _md_escape(cell.text)
+    if cell.state == "REFERENCE" and text:
+        return f"*{text}*"
     return f"**{text}**" if cell.best and text else text
 
 
@@ -88,6 +90,7 @@ _TEX_SPECIAL = {
     "\u2212": r"$-$",
     "\u2014": "---",
     "\u26a0": "",
+    "\u0394": r"$\Delta$",
 }
 _TEX_RE = re.compile("|".join(re.escape(k) for k in _TEX_SPECIAL))
 
@@ -117,7 +120,10 @@ def _tex_table(table: Table, label: str) -> list[str]:
         " & ".join(tex_escape(c.header) for c in table.columns) + r" \\",
         r"\midrule",
     ]
-    lines += [" & ".join(_tex_cell(c) for c in row) + r" \\" for row in table.rows]
+    for i, row in enumerate(table.rows):
+        if i and i == table.reference_rows:  # the reference block, then the settings
+            lines.append(r"\midrule")
+        lines.append(" & ".join(_tex_cell(c) for c in row) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}"]
     if table.notes:
         lines.append(
@@ -188,6 +194,9 @@ td.setting{text-align:center}td.metric,td.count{text-align:right;font-variant-nu
 td.best{background:#dafbe1}td.state-FAILED{color:#cf222e;font-weight:600}
 td.state-MISSING{color:#8250df;font-weight:600}td.state-PRUNED{color:#6e7781;font-weight:600}td.state-RUNNING{color:#9a6700;font-weight:600}
 td.state-INCOMPLETE{color:#9a6700}td.state-NO_SOURCE{color:#6e7781;font-style:italic}
+tr.reference td{background:#f6f8fa;font-style:italic}tr.reference-last td{border-bottom:2px solid #57606a}
+td.state-SIGNIFICANT{font-weight:600;color:#1a7f37}td.state-NOISE{color:#6e7781}
+td.state-UNTESTABLE{color:#9a6700}td.state-NOT_MEASURED{color:#6e7781;font-style:italic}
 ul.notes{font-size:.8rem;color:#57606a}
 figure{margin:1rem 0}figure img{max-width:100%;border:1px solid #d0d7de}
 figcaption{font-size:.85rem;color:#57606a}
@@ -210,10 +219,12 @@ def _html_table(table: Table) -> list[str]:
     out = [f"<h3>{html.escape(table.title)}</h3>", "<table>", "<thead><tr>"]
     out += [f"<th>{html.escape(c.header)}</th>" for c in table.columns]
     out += ["</tr></thead>", "<tbody>"]
-    for row in table.rows:
-        out.append(
-            "<tr>" + "".join(_html_cell(c, col) for c, col in zip(row, table.columns, strict=True)) + "</tr>"
-        )
+    for i, row in enumerate(table.rows):
+        cls = ""
+        if i < table.reference_rows:
+            cls = ' class="reference reference-last"' if i == table.reference_rows - 1 else ' class="reference"'
+        cells = "".join(_html_cell(c, col) for c, col in zip(row, table.columns, strict=True))
+        out.append(f"<tr{cls}>{cells}</tr>")
     out += ["</tbody>", "</table>"]
     if table.notes:
         out += ['<ul class="notes">'] + [f"<li>{html.escape(n)}</li>" for n in table.notes] + ["</ul>"]

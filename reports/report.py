@@ -1,5 +1,9 @@
 """Compile a sweep report: fetch from MLflow, aggregate, compare, plot, render, write, log.
 
+Every results table carries the sweep's reference rows (:mod:`reports.references`: untrained
+network, raw pixels) with each setting's gain over the untrained network, and marks which
+differences to the comparison row exceed the seed noise (:mod:`reports.noise`, Welch's t-test).
+
 :func:`build_report` is the whole pipeline; the CLI (:mod:`reports.cli`) only parses arguments.
 Files written to ``out_dir``: ``report.md``, ``report.tex``, ``report.csv``, ``report.html`` (as
 requested), ``plots/*.png`` (with md, tex or html) and ``report.json`` (facts and timings).
@@ -26,8 +30,10 @@ from reports.aggregate import FAILED, MISSING, PRUNED, RUNNING, Aggregate, aggre
 from reports.compare import Comparison, compare
 from reports.document import Notice, ReportDocument
 from reports.fetch import SweepData, fetch_histories, fetch_sweep, patient_http
+from reports.noise import NoiseReport, noise_marks
 from reports.plots import Plot, make_plots, setting_label
 from reports.published import Published, load_published
+from reports.references import ReferenceRow, gain, reference_rows, untrained
 from reports.render import EXTENSIONS, FORMATS, PLOTS_DIR, RENDERERS
 from reports.table import comparison_tables, results_table, setting_text
 from reports.values import format_number
@@ -134,10 +140,21 @@ def _diag_curves(
     return {key: by for key, by in out.items() if any(by.values())}
 
 
-def csv_frame(agg: Aggregate, comparisons: Sequence[Comparison]) -> pd.DataFrame:
-    """One row per setting: swept values, counts, state, per-metric mean/std/n/best, published, gap."""
+def csv_frame(
+    agg: Aggregate,
+    comparisons: Sequence[Comparison],
+    references: Sequence[ReferenceRow] = (),
+    noise: NoiseReport | None = None,
+) -> pd.DataFrame:
+    """One row per setting: swept values, counts, state, per-metric mean/std/n/best, published, gap.
+
+    Then the primary metric's gain over the untrained network and the Welch test against the
+    comparison row (``<m>.noise``: significant / within noise / untestable / comparison). The
+    reference rows come first, with ``reference`` set (``untrained``, ``pixels``) and no swept values.
+    """
     table = agg.table.reset_index(drop=True)
     out = pd.DataFrame({key: [format_number(v) for v in table[key]] for key in agg.keys})
+    out.insert(0, "reference", [""] * len(table))
     for column in ("n", "finished", "pruned", "failed", "running", "missing"):
         out[column] = table[column].astype(int) if len(table) else []
     out["status"] = list(table["label"])
@@ -154,7 +171,44 @@ def csv_frame(agg: Aggregate, comparisons: Sequence[Comparison]) -> pd.DataFrame
                 gaps[c.row] = c.gap[m]
             out[f"published.{m}"] = published
             out[f"gap.{m}"] = gaps
-    return out
+    if agg.metrics:
+        _csv_gains(out, table, agg.metrics[0], references, noise)
+    if not references:
+        return out
+    return pd.concat([_csv_references(agg, references, out.columns), out], ignore_index=True)
+
+
+def _csv_gains(
+    out: pd.DataFrame,
+    table: pd.DataFrame,
+    metric: str,
+    references: Sequence[ReferenceRow],
+    noise: NoiseReport | None,
+) -> None:
+    base = untrained(references)
+    out[f"{metric}.gain_vs_untrained"] = [gain(v, base, metric) for v in table[f"{metric}.mean"]]
+    marks = [noise.marks.get(i) if noise is not None else None for i in range(len(table))]
+    out[f"{metric}.vs_comparison"] = [m.delta if m is not None else None for m in marks]
+    for name in ("t", "df", "p"):
+        out[f"{metric}.vs_comparison.{name}"] = [
+            getattr(m.test, name) if m is not None and m.test is not None else None for m in marks
+        ]
+    out[f"{metric}.noise"] = [m.verdict if m is not None else "" for m in marks]
+
+
+def _csv_references(agg: Aggregate, references: Sequence[ReferenceRow], columns: pd.Index) -> pd.DataFrame:
+    base = untrained(references)
+    rows = []
+    for ref in references:
+        row: dict[str, Any] = {"reference": ref.kind, "n": ref.n, "status": ref.state, "note": ref.note}
+        row.update({state.lower(): count for state, count in ref.counts.items()})
+        for m in agg.metrics:
+            row |= {f"{m}.mean": ref.mean(m), f"{m}.std": ref.std(m), f"{m}.n": len(ref.values.get(m) or [])}
+            row[f"{m}.best"] = False
+        if agg.metrics and ref is not base:
+            row[f"{agg.metrics[0]}.gain_vs_untrained"] = gain(ref.mean(agg.metrics[0]), base, agg.metrics[0])
+        rows.append(row)
+    return pd.DataFrame(rows).reindex(columns=columns)
 
 
 def _facts(data: SweepData, agg: Aggregate, tracking_uri: str, unlisted: int) -> list[tuple[str, str]]:
@@ -261,6 +315,8 @@ def _build(
     agg = aggregate(data, keys, metric_list)
     published = published or load_published()
     comparisons = compare(agg, data.runs, published, metric_list)
+    references = reference_rows(data, metric_list)
+    noise = noise_marks(agg, metric_list[0]) if metric_list else None
     counts = agg.counts
     known = sum(counts.values())
     unlisted = max(0, (data.trials_expected or 0) - known)
@@ -290,11 +346,11 @@ def _build(
         sweep=sweep,
         facts=_facts(data, agg, tracking_uri, unlisted),
         notice=_notice(data, agg, unlisted),
-        results=results_table(agg, "Per-setting results (mean \u00b1 std over seeds)"),
+        results=results_table(agg, "Per-setting results (mean \u00b1 std over seeds)", references, noise),
         comparisons=comparison_tables(comparisons, agg, published),
         published_note="" if comparisons else _published_note(agg, data),
         plots=plots,
-        csv=csv_frame(agg, comparisons),
+        csv=csv_frame(agg, comparisons, references, noise),
         notes=notes,
     )
     out_dir = Path(out_dir)
@@ -327,6 +383,14 @@ def _build(
         "keys": keys,
         "metrics": metric_list,
         "published_matches": [setting_text(agg, c.row) for c in comparisons],
+        "references": [{"kind": r.kind, "n": r.n, "state": r.state} for r in references],
+        "noise_comparison": None
+        if noise is None or noise.comparison is None
+        else {
+            "row": setting_text(agg, noise.comparison),
+            "full_mugs": noise.full_mugs,
+            "metric": noise.metric,
+        },
         "formats": list(formats),
         "files": [p.relative_to(out_dir).as_posix() for p in files],
         "timings_s": {k: round(v, 4) for k, v in timings.items()},

@@ -15,7 +15,18 @@ from typing import Any
 
 from reports.aggregate import Aggregate, lower_is_better
 from reports.compare import Comparison
+from reports.noise import (
+    ALPHA,
+    SIGNIFICANT,
+    TEST_NAME,
+    UNTESTABLE,
+    WITHIN_NOISE,
+    NoiseMark,
+    NoiseReport,
+    mark_text,
+)
 from reports.published import NO_SOURCE, Published, PublishedEntry, Source
+from reports.references import NOT_MEASURED, PIXELS, ReferenceRow, gain, untrained
 from reports.values import format_number, is_missing
 
 LOSS_WEIGHTS = "method.loss_weights"
@@ -38,6 +49,7 @@ METRIC_HEADERS = {
     "train/loss": "train loss",
 }
 DECIMALS = 2
+NOISE_STATES = {SIGNIFICANT: "SIGNIFICANT", WITHIN_NOISE: "NOISE", UNTESTABLE: "UNTESTABLE"}
 
 
 @dataclass(frozen=True)
@@ -74,6 +86,7 @@ class Table:
     columns: list[Column]
     rows: list[list[Cell]]
     notes: list[str] = field(default_factory=list)
+    reference_rows: int = 0  # the first rows are references (a block of their own)
 
 
 def metric_header(metric: str) -> str:
@@ -153,45 +166,181 @@ def _setting_columns(agg: Aggregate) -> tuple[list[Column], list[Any]]:
     return columns, makers
 
 
-def results_table(agg: Aggregate, title: str) -> Table:
-    """The main table: one row per setting (see the module docstring)."""
+def _metric_cell(record: Any, metric: str) -> Cell:
+    label = record["label"]
+    if label != "OK":
+        return Cell(label, state=label)
+    mean, std = record[f"{metric}.mean"], record[f"{metric}.std"]
+    if is_missing(mean):
+        return Cell("n/a")
+    return Cell(
+        stat_text(mean, std),
+        mean=float(mean),
+        std=None if is_missing(std) else float(std),
+        best=bool(record[f"{metric}.best"]),
+    )
+
+
+def _gain_cell(value: float | None) -> Cell:
+    return Cell("\u2014") if value is None else Cell(f"{value:+.{DECIMALS}f}", mean=value)
+
+
+def _noise_cell(mark: NoiseMark | None) -> Cell:
+    state = None if mark is None else NOISE_STATES.get(mark.verdict)
+    return Cell(mark_text(mark), state=state)
+
+
+def _extra_columns(agg: Aggregate, base: ReferenceRow | None, noise: NoiseReport | None) -> list[Column]:
+    """The primary metric's "Δ vs untrained" and Welch columns, where they apply."""
+    if not agg.metrics:
+        return []
+    primary, columns = agg.metrics[0], []
+    if base is not None:
+        columns.append(
+            Column(f"gain:{primary}", f"\u0394 vs untrained ({metric_header(primary)})", "metric", primary)
+        )
+    if noise is not None and noise.comparison is not None:
+        against = "full Mugs" if noise.full_mugs else "best"
+        columns.append(Column(f"noise:{primary}", f"\u0394 vs {against} (Welch, 95%)", "status", primary))
+    return columns
+
+
+def _setting_row(
+    i: int,
+    record: Any,
+    agg: Aggregate,
+    makers: list[Any],
+    extra: list[Column],
+    base: ReferenceRow | None,
+    noise: NoiseReport | None,
+) -> list[Cell]:
+    cells = [make(None if key is None else record[key]) for key, make in makers]
+    cells += [_metric_cell(record, m) for m in agg.metrics]
+    cells.append(Cell(str(int(record["n"]))))
+    for column in extra:
+        mean = record[f"{column.metric}.mean"] if record["label"] == "OK" else None
+        if column.key.startswith("gain:"):
+            cells.append(_gain_cell(gain(None if is_missing(mean) else mean, base, str(column.metric))))
+        else:
+            cells.append(_noise_cell(noise.marks.get(i) if noise is not None else None))
+    note = record["note"]
+    state = None if not note else (record["label"] if record["label"] != "OK" else "INCOMPLETE")
+    cells.append(Cell(note or "OK", state=state))
+    return cells
+
+
+def _reference_row(
+    ref: ReferenceRow, n_settings: int, metrics: Sequence[str], extra: list[Column], base: ReferenceRow | None
+) -> list[Cell]:
+    cells = [Cell(ref.label, state="REFERENCE")] + [Cell("")] * max(0, n_settings - 1)
+    for m in metrics:
+        if ref.state != "OK":
+            cells.append(Cell(ref.state, state=ref.state))
+        elif ref.values.get(m) is None:
+            cells.append(Cell(NOT_MEASURED, state="NOT_MEASURED"))
+        else:
+            cells.append(Cell(stat_text(ref.mean(m), ref.std(m)), mean=ref.mean(m), std=ref.std(m)))
+    cells.append(Cell(str(ref.n)))
+    for column in extra:
+        own = column.key.startswith("gain:") and ref is not base
+        cells.append(
+            _gain_cell(gain(ref.mean(str(column.metric)), base, str(column.metric)))
+            if own
+            else Cell("\u2014")
+        )
+    cells.append(Cell("reference" + (f" ({ref.note})" if ref.note else ""), state="REFERENCE"))
+    return cells
+
+
+def results_table(
+    agg: Aggregate,
+    title: str,
+    references: Sequence[ReferenceRow] = (),
+    noise: NoiseReport | None = None,
+) -> Table:
+    """The main table: the reference rows (a block on top), then one row per setting.
+
+    With an untrained reference, a "Δ vs untrained" column (primary metric); with a comparison
+    row, the Welch column (:mod:`reports.noise`). See the module docstring.
+    """
     setting_cols, makers = _setting_columns(agg)
+    if references and not setting_cols:  # nothing swept: a label column for the reference rows
+        setting_cols, makers = [Column("row", "", "setting")], [(None, lambda _: Cell("this sweep"))]
     metric_cols = [Column(f"metric:{m}", metric_header(m), "metric", m) for m in agg.metrics]
-    columns = [*setting_cols, *metric_cols, Column("n", "n", "count"), Column("status", "status", "status")]
-    rows: list[list[Cell]] = []
-    for _, record in agg.table.iterrows():
-        cells = [make(record[key]) for key, make in makers]
-        label = record["label"]
-        for m in agg.metrics:
-            if label != "OK":
-                cells.append(Cell(label, state=label))
-                continue
-            mean, std = record[f"{m}.mean"], record[f"{m}.std"]
-            if is_missing(mean):
-                cells.append(Cell("n/a"))
-                continue
-            cells.append(
-                Cell(
-                    stat_text(mean, std),
-                    mean=float(mean),
-                    std=None if is_missing(std) else float(std),
-                    best=bool(record[f"{m}.best"]),
-                )
-            )
-        cells.append(Cell(str(int(record["n"]))))
-        note = record["note"]
-        state = None if not note else (label if label != "OK" else "INCOMPLETE")
-        cells.append(Cell(note or "OK", state=state))
-        rows.append(cells)
+    base = untrained(references)
+    extra = _extra_columns(agg, base, noise)
+    columns = [
+        *setting_cols,
+        *metric_cols,
+        Column("n", "n", "count"),
+        *extra,
+        Column("status", "status", "status"),
+    ]
+    rows = [_reference_row(r, len(setting_cols), agg.metrics, extra, base) for r in references]
+    for i, (_, record) in enumerate(agg.table.iterrows()):
+        rows.append(_setting_row(i, record, agg, makers, extra, base, noise))
+    table = Table(title=title, columns=columns, rows=rows, reference_rows=len(references))
+    table.notes = results_notes(agg, table, references, noise)
+    return table
+
+
+def results_notes(
+    agg: Aggregate, table: Table, references: Sequence[ReferenceRow], noise: NoiseReport | None
+) -> list[str]:
+    """What the results table's marks, columns and reference rows mean."""
     notes = [
         f"mean \u00b1 sample std (ddof=1) over finished seeds; n = finished seeds; best per column in bold "
         f"({', '.join(metric_header(m) + (' (lower is better)' if lower_is_better(m) else '') for m in agg.metrics)})."
     ]
-    if any(c.mark for row in rows for c in row):
+    if any(c.mark for row in table.rows for c in row):
         notes.append(
             f"{CHECK} / {CROSS}: loss on / off (IDS: instance, LGDS: local-group, GDS: group discrimination)."
         )
-    return Table(title=title, columns=columns, rows=rows, notes=notes)
+    notes += reference_notes(agg, references)
+    if noise is not None and noise.comparison is not None:
+        notes += noise_notes(agg, noise)
+    return notes
+
+
+def reference_notes(agg: Aggregate, references: Sequence[ReferenceRow]) -> list[str]:
+    """The reference block explained (or why there is none)."""
+    if not references:
+        return [
+            "no reference rows: this sweep has no reference trials (it predates them); rerun "
+            "`mugs-orch sweep` on its spec to add them (finished trials are not rerun)."
+        ]
+    notes = [
+        "reference rows (top block, not ranked, never best): the base configuration (swept keys at the "
+        "preset's values) with the same seeds, trained 0 steps, evaluated with the same protocols; "
+        f"{NOT_MEASURED!r}: that protocol was not run on it."
+    ]
+    if any(r.kind == PIXELS for r in references):
+        notes.append(
+            "reference: raw pixels = the same weighted kNN (same k's and temperature) on the evaluation "
+            "transform's pixels, flattened, centred by the training mean, cosine similarity."
+        )
+    if agg.metrics and untrained(references) is not None:
+        notes.append(
+            f"\u0394 vs untrained = the row's {metric_header(agg.metrics[0])} mean minus the untrained network's."
+        )
+    return notes
+
+
+def noise_notes(agg: Aggregate, noise: NoiseReport) -> list[str]:
+    """How the Welch column reads, and the one-seed caveat where it applies."""
+    which = "the full-Mugs row (all three losses on)" if noise.full_mugs else "the best row"
+    notes = [
+        f"\u0394 vs {'full Mugs' if noise.full_mugs else 'best'}: difference of {metric_header(noise.metric)} "
+        f"means to {which}: {setting_text(agg, int(noise.comparison or 0))}; tested with {TEST_NAME} at 95%: "
+        f"p < {ALPHA:g} is {SIGNIFICANT!r}, otherwise {WITHIN_NOISE!r} (the difference does not exceed "
+        "the seed noise)."
+    ]
+    if noise.untestable:
+        notes.append(
+            "with one seed no claim about differences can be made: rows marked "
+            f"{UNTESTABLE!r} have fewer than two finished seeds on one side (run more seeds)."
+        )
+    return notes
 
 
 def _published_cell(entry: PublishedEntry, metric: str) -> Cell:

@@ -34,3 +34,9 @@ def knn_classify(
             pred = (onehot[:, :kk] * w[:, :kk]).sum(1).argmax(1)
             correct[k] += int((pred == y).sum())
     return {k: 100.0 * correct[k] / test_f.shape[0] for k in ks}
+
+
+def knn_summary(per_k: dict[int, float]) -> dict[str, float | int]:
+    """The reported kNN numbers: ``knn_top1`` at k=20 (else the first k), ``knn_k``, ``knn_top1_k<k>``."""
+    best_k = 20 if 20 in per_k else next(iter(per_k))
+    return {"knn_top1": per_k[best_k], "knn_k": best_k, **{f"knn_top1_k{k}": v for k, v in per_k.items()}}

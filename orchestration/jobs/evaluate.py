@@ -1,5 +1,6 @@
-"""An evaluation job (kNN or linear) on the trial's final checkpoint; logs ``eval/*`` to the
-trial's MLflow run and finishes the run when every requested evaluation has reported."""
+"""An evaluation job (kNN, linear, or the raw-pixel kNN) on the trial's final checkpoint; logs
+``eval/*`` (``eval/pixels/*`` for the raw pixels) to the trial's MLflow run and finishes the run
+when every requested evaluation has reported."""
 
 from __future__ import annotations
 
@@ -9,16 +10,19 @@ from typing import Any
 from orchestration import tracking
 from orchestration.jobs.requeue import slurm_job_id
 from orchestration.jobs.tracking_calls import finalize_run, safe
+from orchestration.reference import metric_prefix
 from orchestration.trial import TrialSpec
 
 
-def eval_metrics(result: dict[str, Any]) -> dict[str, float]:
+def eval_metrics(result: dict[str, Any], protocol: str = "knn") -> dict[str, float]:
+    """The MLflow metrics of one evaluation result (``eval/knn_top1``, ``eval/pixels/knn_top1``, ...)."""
+    prefix = metric_prefix(protocol)
     out: dict[str, float] = {}
     for k, v in result.items():
         if isinstance(v, (int, float)) and not isinstance(v, bool) and (k.startswith(("knn_", "linear_"))):
-            out[f"eval/{k}"] = float(v)
+            out[f"{prefix}{k}"] = float(v)
     for lr, acc in (result.get("linear_per_lr") or {}).items():
-        out[f"eval/linear_top1_lr{lr}"] = float(acc)
+        out[f"{prefix}linear_top1_lr{lr}"] = float(acc)
     return out
 
 
@@ -46,7 +50,8 @@ class EvalTask:
             atomic_write_text(spec.dir / f"eval_{self.protocol}.json", json.dumps(result) + "\n")
             if run_id:
                 spool = spec.dir / "mlflow_spool.jsonl"
-                safe(tracking.log_metrics, uri, run_id, eval_metrics(result), int(result["step"]), spool)
+                metrics = eval_metrics(result, self.protocol)
+                safe(tracking.log_metrics, uri, run_id, metrics, int(result["step"]), spool)
                 finalize_run(spec)
             return result
         except Exception as e:

@@ -17,6 +17,7 @@ from mugs.config import config_from_dict, validate
 from orchestration import tracking
 from orchestration.jobs.requeue import EXIT_REQUEUED, requeue_count, requeue_self, slurm_job_id
 from orchestration.jobs.tracking_calls import finalize_run, safe
+from orchestration.reference import UNTRAINED
 from orchestration.trial import CANCEL_FILE, PRUNED_FILE, TrialSpec
 
 
@@ -113,6 +114,8 @@ class PretrainTask:
                 atomic_write_text(out / "config.yaml", cfg.to_yaml())
             trainer = Trainer(cfg, out, callbacks=callbacks, dist_ctx=ctx)
             trainer.maybe_resume()
+            if spec.reference == UNTRAINED:  # a reference trial: the initial weights, 0 steps
+                trainer.total_steps = 0
             self._install_signal_handlers(trainer)
             status = trainer.fit()
         except NonFiniteLossError as e:

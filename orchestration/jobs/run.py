@@ -9,14 +9,14 @@ from collections.abc import Sequence
 
 from orchestration.jobs.evaluate import EvalTask
 from orchestration.jobs.pretrain import PretrainTask
-from orchestration.trial import TrialSpec
+from orchestration.trial import EVAL_PROTOCOLS, TrialSpec
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m orchestration.jobs.run")
     p.add_argument("kind", choices=("pretrain", "eval"))
     p.add_argument("trial_dir")
-    p.add_argument("--protocol", choices=("knn", "linear"))
+    p.add_argument("--protocol", choices=EVAL_PROTOCOLS)
     a = p.parse_args(argv)
     spec = TrialSpec.load(a.trial_dir)
     if a.kind == "pretrain":

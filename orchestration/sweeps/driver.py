@@ -1,6 +1,9 @@
 """The sweep driver: validate everything, then create the parent run and trials, run what is not
 finished (re-attaching what is still running), and record the outcome. Rerunning the same command
-continues the sweep; trials are identified by the hash of their resolved config (seed included)."""
+continues the sweep; trials are identified by the hash of their resolved config (seed included).
+Besides its settings a sweep runs one untrained reference trial per seed
+(:mod:`orchestration.reference`): same backends, same evaluations, outside the search, the
+pruner and the best row."""
 
 from __future__ import annotations
 
@@ -16,8 +19,9 @@ from mugs.config import ConfigError, parse_override
 from mugs.diagnostics import collapse_label
 from orchestration import tracking
 from orchestration.jobs.tracking_calls import safe
+from orchestration.reference import REFERENCE_LABELS
 from orchestration.submit import prepare_trial
-from orchestration.sweeps.expand import TrialPlan, grid, plan, random_search
+from orchestration.sweeps.expand import TrialPlan, grid, plan, random_search, reference_plans
 from orchestration.sweeps.progress import SweepProgress, quick_state
 from orchestration.sweeps.spec import SpecError, SweepSpec, load_spec
 from orchestration.sweeps.state import driver_lock, load_state, save_state, trials_csv
@@ -105,6 +109,29 @@ def expand(spec: SweepSpec, extra: dict[str, Any], spec_path: str) -> list[Trial
         return []
     except ConfigError as e:
         raise SpecError(f"{spec_path}: {e}") from e
+
+
+def expand_references(spec: SweepSpec, extra: dict[str, Any], spec_path: str) -> list[TrialPlan]:
+    """The sweep's reference trials (one per seed), validated like its trials."""
+    try:
+        return reference_plans(spec, extra)
+    except ConfigError as e:
+        raise SpecError(f"{spec_path}: reference trial (base config): {e}") from e
+
+
+def _print_references(refs: list[TrialPlan]) -> None:
+    if not refs:
+        return
+    print(
+        f"reference trials: {len(refs)} (0 training steps; base config, swept keys at the preset's values; "
+        "not in the search, the pruner or the best row)"
+    )
+    width = max(len(p.trial_id) for p in refs)
+    for p in refs:
+        kinds = [p.reference, *(e for e in p.evals if e in REFERENCE_LABELS)]
+        rows = "; ".join(REFERENCE_LABELS[k] for k in kinds if k)
+        seed = str(p.seed).ljust(4)
+        print(f"  {p.trial_id.ljust(width)}  seed {seed}  evals {','.join(p.evals)}  -> {rows}")
 
 
 def _print_table(spec: SweepSpec, plans: list[TrialPlan]) -> None:
@@ -196,7 +223,7 @@ class SweepRun:
 
             tags = {
                 "mugs.role": "trial",
-                "mugs.setting_hash": config_hash(setting_cfg),
+                "mugs.setting_hash": config_hash(setting_cfg, p.reference),
                 "mugs.seed": str(p.seed),
                 **{f"mugs.axis.{k}": json.dumps(v) for k, v in p.setting.items()},
                 **(extra_tags or {}),
@@ -206,13 +233,14 @@ class SweepRun:
                 self.workdir,
                 self.uri,
                 p.trial_id,
-                list(self.spec.evals),
+                list(p.evals or self.spec.evals),
                 self.spec.backend.name if self.spec.backend.name == "slurm" else "local",
                 experiment=self.experiment,
                 max_requeues=self.spec.max_requeues,
                 sweep=self.spec.name,
                 parent_run_id=parent_id,
                 extra_tags=tags,
+                reference=p.reference,
             )
         else:  # the same trial from an earlier invocation: reuse its run
             spec = TrialSpec.load(d)
@@ -231,7 +259,14 @@ class SweepRun:
             self._pruner = SweepPruner(self.spec.search, self.sweep_dir, self.uri, self.spec.name)
         return self._pruner
 
-    def run_batch(self, dirs: list[Path], progress: SweepProgress) -> None:
+    def reference_dirs(self, parent_id: str) -> list[Path]:
+        """The reference trials' directories (created with their MLflow runs when new)."""
+        return [self.ensure_trial(p, parent_id) for p in reference_plans(self.spec, self.extra)]
+
+    def run_batch(
+        self, dirs: list[Path], progress: SweepProgress, references: list[Path] | None = None
+    ) -> None:
+        """Run ``dirs`` and the ``references`` (never shown to the pruner) to completion."""
         pruner = self.pruner()
         tick: Any = progress
         if pruner is not None:
@@ -240,6 +275,8 @@ class SweepRun:
             def tick() -> None:
                 pruner.tick()
                 progress()
+
+        dirs = [*(references or []), *dirs]
 
         kinds = {d: classify(d) for d in dirs}
         todo = [d for d, k in kinds.items() if k in ("new", "stopped", "failed")]
@@ -268,6 +305,7 @@ class SweepRun:
                 "config_hash": spec.config_hash,
                 "seed": spec.config.get("seed"),
                 "state": quick_state(d),
+                "reference": spec.reference or "",
             }
             row.update({k: _dotted(spec.config, k) for ax in self.spec.axes for k in ax.keys})
             row.update(results(d))
@@ -301,7 +339,7 @@ def _dotted(config: dict[str, Any], key: str) -> Any:
 
 
 def summarize(name: str, rows: list[dict[str, Any]], metric: str, maximize: bool) -> None:
-    done = [r for r in rows if r["state"] == "done" and metric in r]
+    done = [r for r in rows if r["state"] == "done" and metric in r and not r.get("reference")]
     print(
         f"\n[{name}] {len(rows)} trials: {sum(r['state'] == 'done' for r in rows)} done, "
         f"{sum(r['state'] == 'failed' for r in rows)} failed, {sum(r['state'] == 'pruned' for r in rows)} pruned"
@@ -317,6 +355,7 @@ def summarize(name: str, rows: list[dict[str, Any]], metric: str, maximize: bool
 def run_sweep(req: SweepRequest) -> int:
     spec, extra = prepare_spec(req)
     plans = expand(spec, extra, req.spec_path)
+    refs = expand_references(spec, extra, req.spec_path)
     if req.dry_run:
         if spec.search.kind == "optuna":
             print(
@@ -325,6 +364,7 @@ def run_sweep(req: SweepRequest) -> int:
             )
         else:
             _print_table(spec, plans)
+        _print_references(refs)
         pr = spec.search.pruning
         if spec.search.pruner != "none" and pr is not None:
             rule = (
@@ -336,7 +376,7 @@ def run_sweep(req: SweepRequest) -> int:
         if spec.backend.name == "slurm":
             from orchestration.sweeps.executors import SlurmExecutor
 
-            n = len(plans) if plans else (spec.search.parallel or 4) * len(spec.seeds)
+            n = len(plans) + len(refs) if plans else (spec.search.parallel or 4) * len(spec.seeds)
             for line in SlurmExecutor(spec.backend.slurm).plan(n):
                 print(f"  sbatch plan: {line}")
         print("dry run: nothing submitted")
@@ -356,8 +396,10 @@ def run_sweep(req: SweepRequest) -> int:
             return run_optuna(run)
         parent_id = run.parent(len(plans))
         dirs = [run.ensure_trial(p, parent_id) for p in plans]
-        progress = SweepProgress(spec.name, dirs, spec.search.metric, spec.search.direction == "maximize")
-        run.run_batch(dirs, progress)
-        out = run.finish(parent_id, dirs)
+        ref_dirs = run.reference_dirs(parent_id)
+        maximize = spec.search.direction == "maximize"
+        progress = SweepProgress(spec.name, ref_dirs + dirs, spec.search.metric, maximize, ref_dirs)
+        run.run_batch(dirs, progress, ref_dirs)
+        out = run.finish(parent_id, ref_dirs + dirs)
         summarize(spec.name, out["rows"], spec.search.metric, spec.search.direction == "maximize")
         return 0 if out["failed"] == 0 and out["state"] == "finished" else 1

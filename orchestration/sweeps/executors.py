@@ -181,7 +181,6 @@ class SlurmExecutor:
 
     def submit(self, trial_dirs: list[Path]) -> None:
         from orchestration.backends.slurm import SlurmBackend, max_array_size, split_for_arrays
-        from orchestration.jobs import EvalTask, PretrainTask
         from orchestration.snapshot import snapshot_code
 
         if not trial_dirs:
@@ -190,50 +189,59 @@ class SlurmExecutor:
         specs = [TrialSpec.load(d) for d in trial_dirs]
         snapshot = snapshot_code(specs[0].dir.parent.parent / "snapshots")
         logs = (specs[0].dir.parent.parent / "sweeps" / str(specs[0].sweep) / "slurm" / "%j").resolve()
-        for chunk in split_for_arrays(len(specs), max_array_size()):
-            batch = [specs[i] for i in chunk]
-            ex = backend._executor(batch[0], snapshot, f"mugs-sweep-{batch[0].sweep}", folder=logs)
-            ex.update_parameters(slurm_array_parallelism=len(batch))
-            with ex.batch():
-                pre_jobs = [ex.submit(PretrainTask(s)) for s in batch]
-            array_id = str(pre_jobs[0].job_id).split("_")[0]
-            eval_jobs: dict[str, list[Any]] = {}
-            protocols = sorted({p for s in batch for p in s.evals})
-            for p in protocols:
-                ev = backend._executor(
-                    batch[0],
-                    snapshot,
-                    f"mugs-sweep-{batch[0].sweep}-{p}",
-                    after=array_id,
-                    folder=logs,
-                    dependency="aftercorr",
-                )
-                ev.update_parameters(slurm_array_parallelism=len(batch))
-                with ev.batch():
-                    eval_jobs[p] = [ev.submit(EvalTask(s, p)) for s in batch]
-            for i, s in enumerate(batch):
-                jobs = [
-                    {
-                        "kind": "pretrain",
-                        "protocol": None,
-                        "job_id": str(pre_jobs[i].job_id),
-                        "state": "PENDING",
-                        "exit_code": "",
-                    }
-                ]
-                jobs += [
-                    {
-                        "kind": "eval",
-                        "protocol": p,
-                        "job_id": str(eval_jobs[p][i].job_id),
-                        "state": "PENDING",
-                        "exit_code": "",
-                    }
-                    for p in protocols
-                    if p in s.evals
-                ]
-                write_jobs(s.dir, jobs)
-                (s.dir / "snapshot").write_text(str(snapshot))
+        groups: dict[tuple[str, ...], list[TrialSpec]] = {}
+        for s in specs:  # one array per evaluation list: aftercorr pairs task i with task i
+            groups.setdefault(tuple(s.evals), []).append(s)
+        for group in groups.values():
+            for chunk in split_for_arrays(len(group), max_array_size()):
+                self._submit_array(backend, [group[i] for i in chunk], snapshot, logs)
+
+    def _submit_array(self, backend: Any, batch: list[TrialSpec], snapshot: Path, logs: Path) -> None:
+        """Pretraining of ``batch`` as one array, each of its evaluations as an aftercorr array."""
+        from orchestration.jobs import EvalTask, PretrainTask
+
+        ex = backend._executor(batch[0], snapshot, f"mugs-sweep-{batch[0].sweep}", folder=logs)
+        ex.update_parameters(slurm_array_parallelism=len(batch))
+        with ex.batch():
+            pre_jobs = [ex.submit(PretrainTask(s)) for s in batch]
+        array_id = str(pre_jobs[0].job_id).split("_")[0]
+        eval_jobs: dict[str, list[Any]] = {}
+        protocols = sorted({p for s in batch for p in s.evals})
+        for p in protocols:
+            ev = backend._executor(
+                batch[0],
+                snapshot,
+                f"mugs-sweep-{batch[0].sweep}-{p}",
+                after=array_id,
+                folder=logs,
+                dependency="aftercorr",
+            )
+            ev.update_parameters(slurm_array_parallelism=len(batch))
+            with ev.batch():
+                eval_jobs[p] = [ev.submit(EvalTask(s, p)) for s in batch]
+        for i, s in enumerate(batch):
+            jobs = [
+                {
+                    "kind": "pretrain",
+                    "protocol": None,
+                    "job_id": str(pre_jobs[i].job_id),
+                    "state": "PENDING",
+                    "exit_code": "",
+                }
+            ]
+            jobs += [
+                {
+                    "kind": "eval",
+                    "protocol": p,
+                    "job_id": str(eval_jobs[p][i].job_id),
+                    "state": "PENDING",
+                    "exit_code": "",
+                }
+                for p in protocols
+                if p in s.evals
+            ]
+            write_jobs(s.dir, jobs)
+            (s.dir / "snapshot").write_text(str(snapshot))
 
     def run(self, trial_dirs: list[Path], progress: Progress, active: list[Path] | None = None) -> None:
         from orchestration.backends.slurm import sacct_states

@@ -1,14 +1,16 @@
-"""Turn a sweep spec into resolved trial configs: grid, random, or one Optuna proposal."""
+"""Turn a sweep spec into resolved trial configs: grid, random, one Optuna proposal, and the
+sweep's reference trials (:mod:`orchestration.reference`)."""
 
 from __future__ import annotations
 
 import copy
 import itertools
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from mugs.config import MugsConfig, build_config, load_yaml_file
+from orchestration.reference import TRIAL_INFIX, UNTRAINED, reference_evals
 from orchestration.submit import absolutize_paths
 from orchestration.sweeps.spec import Axis, SweepSpec
 from orchestration.trial import config_hash
@@ -20,10 +22,12 @@ class TrialPlan:
     config: MugsConfig
     setting: dict[str, Any]  # swept key -> value (tied keys each listed)
     seed: int
+    reference: str | None = None  # UNTRAINED for a reference trial (0 steps; not in the search)
+    evals: list[str] = field(default_factory=list)  # a reference's protocols; empty: the sweep's
 
     @property
     def config_hash(self) -> str:
-        return config_hash(self.config.to_dict())
+        return config_hash(self.config.to_dict(), self.reference)
 
 
 def nest(dotted: dict[str, Any]) -> dict[str, Any]:
@@ -72,6 +76,23 @@ def plan(spec: SweepSpec, setting: dict[str, Any], seed: int, extra: dict[str, A
     cfg = resolve(spec, setting, seed, extra)
     h = config_hash(cfg.to_dict())
     return TrialPlan(trial_id=f"{spec.name}-{h[:10]}", config=cfg, setting=setting, seed=seed)
+
+
+def reference_plans(spec: SweepSpec, extra: dict[str, Any]) -> list[TrialPlan]:
+    """One untrained reference trial per seed: the base config, every swept key at the preset's value.
+
+    Its backbone is that seed's initial backbone of every trial (the trainer seeds, then builds the
+    student backbone first; swept method/optimisation keys do not change it). It runs the sweep's
+    evaluations and, on small image datasets, the raw-pixel kNN.
+    """
+    plans = []
+    for seed in spec.seeds:
+        cfg = resolve(spec, {}, seed, extra)
+        h = config_hash(cfg.to_dict(), UNTRAINED)
+        evals = reference_evals(spec.evals, cfg.data.dataset)
+        trial_id = f"{spec.name}-{TRIAL_INFIX}-{h[:10]}"
+        plans.append(TrialPlan(trial_id, cfg, {}, seed, reference=UNTRAINED, evals=evals))
+    return plans
 
 
 def grid(spec: SweepSpec, extra: dict[str, Any]) -> list[TrialPlan]:

@@ -52,6 +52,8 @@ def run_optuna(run: Any) -> int:
     budget = spec.search.trials or 1
     study = _study(run)
     parent_id = run.parent(budget * len(spec.seeds))
+    refs = run.reference_dirs(parent_id)  # run with the first batch; never told to the study
+    refs_left, maximize = list(refs), spec.search.direction == "maximize"
     all_dirs: list[Path] = []
 
     def dirs_for(trial: Any, setting: dict[str, Any]) -> list[Path]:
@@ -81,8 +83,9 @@ def run_optuna(run: Any) -> int:
             break
         dirs = [d for _, ds in batch for d in ds]
         all_dirs += [d for d in dirs if d not in all_dirs]
-        progress = SweepProgress(spec.name, all_dirs, spec.search.metric, spec.search.direction == "maximize")
-        run.run_batch(dirs, progress)
+        progress = SweepProgress(spec.name, refs + all_dirs, spec.search.metric, maximize, refs)
+        run.run_batch(dirs, progress, refs_left)
+        refs_left = []
         for trial, ds in batch:
             v = value(ds)
             if any(is_pruned(d) for d in ds):
@@ -91,7 +94,9 @@ def run_optuna(run: Any) -> int:
                 study.tell(trial, state=optuna.trial.TrialState.FAIL)
             else:
                 study.tell(trial, v)
-    out = run.finish(parent_id, all_dirs)
+    if refs_left:  # a resumed study with nothing left to ask
+        run.run_batch([], SweepProgress(spec.name, refs, spec.search.metric, maximize, refs), refs_left)
+    out = run.finish(parent_id, refs + all_dirs)
     try:
         best = study.best_trial
         safe(

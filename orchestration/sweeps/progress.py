@@ -27,8 +27,16 @@ def quick_state(trial_dir: Path) -> str:
 
 
 class SweepProgress:
-    def __init__(self, name: str, trial_dirs: list[Path], metric: str, maximize: bool) -> None:
+    def __init__(
+        self,
+        name: str,
+        trial_dirs: list[Path],
+        metric: str,
+        maximize: bool,
+        references: list[Path] | None = None,
+    ) -> None:
         self.name, self.dirs, self.metric, self.maximize = name, trial_dirs, metric, maximize
+        self.references = set(references or [])  # counted, never the best
         self.t0 = time.time()
         self.start_ended = sum(quick_state(d) in ("done", "failed", "pruned") for d in trial_dirs)
         self._last_key = ""
@@ -41,7 +49,7 @@ class SweepProgress:
             counts[s] = counts.get(s, 0) + 1
         best = None
         for d, s in states.items():
-            if s == "done":
+            if s == "done" and d not in self.references:
                 v = results(d).get(self.metric)
                 if v is not None and (best is None or (v > best[0] if self.maximize else v < best[0])):
                     best = (v, d.name)

@@ -10,6 +10,7 @@ from mugs.diagnostics import PREFIX as DIAG_PREFIX
 from mugs.diagnostics import collapse_label, collapsed_branches
 from orchestration.backends.base import TERMINAL
 from orchestration.jobs.tracking_calls import trial_outcome
+from orchestration.reference import metric_prefix
 from orchestration.sweeps.pruning import is_pruned
 from orchestration.trial import TRIAL_FILE, TrialSpec, read_jobs
 
@@ -43,12 +44,14 @@ def classify(trial_dir: Path) -> str:
 
 
 def results(trial_dir: Path) -> dict[str, float]:
+    """The trial's evaluation results by MLflow metric name (``eval/knn_top1``, ``eval/pixels/...``)."""
     out: dict[str, float] = {}
     for f in sorted(trial_dir.glob("eval_*.json")):
         data: dict[str, Any] = json.loads(f.read_text())
+        prefix = metric_prefix(f.stem[len("eval_") :])
         for k, v in data.items():
             if k.startswith(("knn_top1", "linear_top1")) and isinstance(v, (int, float)):
-                out[f"eval/{k}"] = float(v)
+                out[f"{prefix}{k}"] = float(v)
     return out
 
 
