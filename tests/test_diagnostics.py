@@ -265,3 +265,32 @@ def test_status_and_sweep_summary_flag_a_collapsed_trial(tmp_path, capsys):
     summarize("s", rows, "eval/knn_top1", True)
     out = capsys.readouterr().out
     assert "sick: COLLAPSED (instance, group)" in out and "fine:" not in out
+
+
+def test_report_plots_the_diagnostics_of_the_curve_runs(tmp_path):
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric
+
+    from reports.report import DIAG_CURVE_KEYS, TRAIN_PREFIX, build_report
+    from tests.test_reports import Trial, make_config, make_sweep, metric_values
+
+    uri = f"sqlite:///{tmp_path / 'store.db'}"
+    trials = [
+        Trial(
+            make_config((1, 0, 1), seed), "FINISHED", metric_values((1, 0, 1), seed), losses=[7.0, 6.5, 6.0]
+        )
+        for seed in (0, 1)
+    ]
+    make_sweep(uri, tmp_path, "diag", [], trials)
+    client = MlflowClient(tracking_uri=uri)
+    runs = client.search_runs(client.get_experiment_by_name("reports-diag").experiment_id)
+    children = [r.info.run_id for r in runs if r.data.tags.get("mugs.role") == "trial"]
+    assert len(children) == 2
+    keys = [k for k in DIAG_CURVE_KEYS if not k.startswith("diag/local_group/")]
+    for run_id in children:
+        metrics = [Metric(TRAIN_PREFIX + k, 0.5, 1_700_000_000_000 + s, s) for k in keys for s in range(3)]
+        client.log_batch(run_id, metrics=metrics, synchronous=True)
+    out = tmp_path / "report"
+    build_report(uri, "diag", out, formats=["md"], log_artifacts=False)
+    assert (out / "plots" / "collapse_diagnostics.png").read_bytes().startswith(b"\x89PNG")
+    assert "collapse_diagnostics.png" in (out / "report.md").read_text()
