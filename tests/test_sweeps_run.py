@@ -12,6 +12,7 @@ from pathlib import Path
 import mlflow
 import pytest
 
+from orchestration.reference import REFERENCE_TAG, TRIAL_INFIX
 from tests.orch_helpers import wait_for
 
 pytestmark = [pytest.mark.mlflow, pytest.mark.timeout(1200)]
@@ -46,6 +47,12 @@ def runs_of(uri: str, wd: Path, sweep: str) -> tuple[object, list]:
     return parent, children
 
 
+def split_references(children: list) -> tuple[list, list]:
+    """(the sweep's trials, its reference trials: runs tagged mugs.reference)."""
+    refs = [c for c in children if REFERENCE_TAG in c.data.tags]
+    return [c for c in children if REFERENCE_TAG not in c.data.tags], refs
+
+
 def test_loss_weight_sweep_local(tmp_path, mlflow_server):
     wd = tmp_path / "w"
     r = subprocess.run(
@@ -56,9 +63,13 @@ def test_loss_weight_sweep_local(tmp_path, mlflow_server):
         cwd=REPO,
     )
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    parent, children = runs_of(mlflow_server, wd, "loss_weights")
-    assert len(children) == 10
-    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
+    parent, everything = runs_of(mlflow_server, wd, "loss_weights")
+    children, refs = split_references(everything)
+    assert len(children) == 10 and len(refs) == 1, "10 settings x 1 seed, one reference trial per seed"
+    assert {c.data.tags["mlflow.parentRunId"] for c in everything} == {parent.info.run_id}
+    (ref,) = refs
+    assert ref.info.status == "FINISHED" and ref.data.tags[REFERENCE_TAG] == "untrained"
+    assert {"eval/knn_top1", "eval/pixels/knn_top1"} <= set(ref.data.metrics)
     assert all(c.info.status == "FINISHED" and "eval/knn_top1" in c.data.metrics for c in children)
     weights = {c.data.params["method.loss_weights"] for c in children}
     assert len(weights) == 10
@@ -96,8 +107,18 @@ def test_loss_weight_sweep_local(tmp_path, mlflow_server):
     assert all((out / f"report.{ext}").exists() for ext in ("md", "tex", "csv", "html"))
     import csv
 
-    rows = list(csv.DictReader((out / "report.csv").open()))
+    everything = list(csv.DictReader((out / "report.csv").open()))
+    rows = [r for r in everything if not r["reference"]]
     assert len(rows) == 10, "one row per weight combination"
+    untrained, pixels = everything[:2]  # the reference block on top
+    assert (untrained["reference"], pixels["reference"]) == ("untrained", "pixels")
+    assert float(untrained["eval/knn_top1.mean"]) == pytest.approx(
+        ref.data.metrics["eval/knn_top1"], abs=1e-9
+    )
+    assert float(pixels["eval/knn_top1.mean"]) == pytest.approx(
+        ref.data.metrics["eval/pixels/knn_top1"], abs=1e-9
+    )
+    assert "reference: untrained network" in (out / "report.md").read_text()
     assert all(r["n"] == "1" for r in rows), "n = number of seeds"
     from_mlflow = sorted(c.data.metrics["eval/knn_top1"] for c in children)
     assert sorted(float(r["eval/knn_top1.mean"]) for r in rows) == pytest.approx(from_mlflow, abs=1e-9)
@@ -118,7 +139,11 @@ def test_killed_driver_resumes_without_rerunning(tmp_path, mlflow_server):
     try:
         trials = wd / "trials"
         wait_for(
-            lambda: any((d / "eval_knn.json").exists() for d in trials.glob("*")), 600, "a finished trial"
+            lambda: any(
+                (d / "eval_knn.json").exists() for d in trials.glob("*") if f"-{TRIAL_INFIX}-" not in d.name
+            ),
+            600,
+            "a finished trial",
         )
         os.kill(first.pid, signal.SIGKILL)  # the orchestrator only; trial runners keep going
         first.wait(30)
@@ -133,7 +158,7 @@ def test_killed_driver_resumes_without_rerunning(tmp_path, mlflow_server):
         )
     parent, children = runs_of(mlflow_server, wd, "queue_sizes")
     hashes = [c.data.tags["mugs.config_hash"] for c in children]
-    assert len(hashes) == 4 and len(set(hashes)) == 4, "one run per config hash"
+    assert len(hashes) == 5 and len(set(hashes)) == 5, "one run per config hash (4 settings + the reference)"
     for d in (wd / "trials").glob("*"):
         steps = [json.loads(x)["step"] for x in (d / "metrics.jsonl").read_text().splitlines()]
         assert len(steps) == len(set(steps)), f"{d.name}: a step was trained twice"
@@ -158,7 +183,9 @@ def test_optuna_sweep_proposes_distinct_configs(tmp_path, mlflow_server):
         sweep_cmd(spec, wd, mlflow_server), capture_output=True, text=True, timeout=1100, cwd=REPO
     )
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    parent, children = runs_of(mlflow_server, wd, "optuna_topk")
+    parent, everything = runs_of(mlflow_server, wd, "optuna_topk")
+    children, refs = split_references(everything)
+    assert len(refs) == 1 and refs[0].info.status == "FINISHED", "one reference trial (seed 0)"
     settings = {(c.data.params["method.topk"], c.data.params["method.instance_queue_size"]) for c in children}
     assert len(children) >= 6 and len(settings) == len(children), "distinct configs"
     best = max(c.data.metrics["eval/knn_top1"] for c in children)
@@ -188,8 +215,9 @@ def test_loss_weight_sweep_on_slurm(slurm_cluster, slurm_workdir, mlflow_server)
     )
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     parent, children = runs_of(mlflow_server, wd, "loss_weights")
-    mine = children
-    assert len(mine) == 10 and all(c.data.tags["mugs.backend"] == "slurm" for c in mine)
+    mine, refs = split_references(children)
+    assert len(mine) == 10 and all(c.data.tags["mugs.backend"] == "slurm" for c in children)
+    assert len(refs) == 1 and "eval/pixels/knn_top1" in refs[0].data.metrics
     assert all(c.info.status == "FINISHED" and "eval/knn_top1" in c.data.metrics for c in mine)
     assert all("_" in c.data.tags["slurm.pretrain_job_id"] for c in mine), "grid submitted as a job array"
 
@@ -201,6 +229,6 @@ def test_loss_weight_sweep_on_slurm(slurm_cluster, slurm_workdir, mlflow_server)
         timeout=120,
         cwd=REPO,
     )
-    assert again.returncode == 0 and "10 finished or pruned (not rerun)" in again.stdout, again.stderr[-2000:]
+    assert again.returncode == 0 and "11 finished or pruned (not rerun)" in again.stdout, again.stderr[-2000:]
     _, children_again = runs_of(mlflow_server, wd, "loss_weights")
-    assert len(children_again) == 10
+    assert len(children_again) == 11
