@@ -21,8 +21,8 @@ from collections.abc import Sequence
 from mugs.eval import PIXEL_DATASETS, PIXELS
 
 REFERENCE_TAG = "mugs.reference"  # on a reference trial's MLflow run: its kind
+REFERENCE_COLUMN = "reference"  # its kind in trials.csv and in the report's frames and CSV ("" otherwise)
 UNTRAINED = "untrained"  # the kind of the planned reference trial (0 training steps)
-REFERENCE_KINDS = (UNTRAINED, PIXELS)  # rows of a report: untrained network, raw pixels
 REFERENCE_LABELS = {UNTRAINED: "reference: untrained network", PIXELS: "reference: raw pixels"}
 TRIAL_INFIX = "ref"  # reference trial ids: <sweep>-ref-<hash>
 EVAL_PREFIX = "eval/"

@@ -19,6 +19,7 @@ from typing import Any
 
 import pandas as pd
 
+from orchestration.reference import REFERENCE_COLUMN
 from reports.fetch import SweepData
 from reports.values import is_missing, parse_value
 
@@ -89,9 +90,9 @@ def state_of_csv(state: Any) -> str:
 
 def is_reference(frame: pd.DataFrame) -> pd.Series:
     """Which rows of a runs frame or of trials.csv are reference trials (non-empty ``reference``)."""
-    if "reference" not in frame:
+    if REFERENCE_COLUMN not in frame:
         return pd.Series(False, index=frame.index)
-    return frame["reference"].map(lambda v: not is_missing(v) and str(v) != "")
+    return frame[REFERENCE_COLUMN].map(lambda v: not is_missing(v) and str(v) != "")
 
 
 def trial_states(

@@ -31,7 +31,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Run, ViewType
 from mlflow.exceptions import MlflowException
 
-from orchestration.reference import REFERENCE_TAG
+from orchestration.reference import REFERENCE_COLUMN, REFERENCE_TAG
 from reports.fetch_sql import (
     PRUNED_TAG,
     is_database_uri,
@@ -264,7 +264,7 @@ def runs_frame(runs: Iterable[Run]) -> pd.DataFrame:
             "trial_id": tags.get(TRIAL_ID_TAG),
             "config_hash": tags.get(CONFIG_HASH_TAG),
             "setting_hash": tags.get(SETTING_HASH_TAG),
-            "reference": tags.get(REFERENCE_TAG),
+            REFERENCE_COLUMN: tags.get(REFERENCE_TAG),
             "start_time": run.info.start_time,
         }
         for key, value in run.data.params.items():
@@ -272,7 +272,7 @@ def runs_frame(runs: Iterable[Run]) -> pd.DataFrame:
         for key, value in run.data.metrics.items():
             record[f"metrics.{key}"] = value
         records.append(record)
-    columns = ["run_id", "run_name", "status", "trial_id", "config_hash", "setting_hash", "reference"]
+    columns = ["run_id", "run_name", "status", "trial_id", "config_hash", "setting_hash", REFERENCE_COLUMN]
     columns.append("start_time")
     frame = pd.DataFrame.from_records(records)
     return frame if records else pd.DataFrame(columns=columns)

@@ -21,7 +21,7 @@ import pandas as pd
 import sqlalchemy as sa
 from mlflow import MlflowClient
 
-from orchestration.reference import REFERENCE_TAG
+from orchestration.reference import REFERENCE_COLUMN, REFERENCE_TAG
 from reports.values import parse_value
 
 DATABASE_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
@@ -31,7 +31,7 @@ RUN_TAGS = {
     "mugs.trial_id": "trial_id",
     "mugs.config_hash": "config_hash",
     "mugs.setting_hash": "setting_hash",
-    REFERENCE_TAG: "reference",
+    REFERENCE_TAG: REFERENCE_COLUMN,
 }
 RUN_NAME_TAG = "mlflow.runName"
 PARENT_RUN_TAG = "mlflow.parentRunId"

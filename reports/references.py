@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from mugs.eval import PIXEL_DATASETS
-from orchestration.reference import PIXELS, REFERENCE_LABELS, UNTRAINED, pixel_metric
+from orchestration.reference import PIXELS, REFERENCE_COLUMN, REFERENCE_LABELS, UNTRAINED, pixel_metric
 from reports.aggregate import (
     FINISHED,
     STATES,
@@ -95,10 +95,10 @@ def _dataset_of(runs: pd.DataFrame) -> str | None:
 def reference_rows(data: SweepData, metrics: Sequence[str]) -> list[ReferenceRow]:
     """The untrained-network row and, on small image datasets, the raw-pixel row ([] without references)."""
     runs = data.runs[is_reference(data.runs)]
-    runs = runs[runs["reference"] == UNTRAINED] if not runs.empty else runs
+    runs = runs[runs[REFERENCE_COLUMN] == UNTRAINED] if not runs.empty else runs
     listed = data.trials[is_reference(data.trials)] if data.trials is not None else None
     if listed is not None and not listed.empty:
-        listed = listed[listed["reference"] == UNTRAINED]
+        listed = listed[listed[REFERENCE_COLUMN] == UNTRAINED]
     if runs.empty and (listed is None or listed.empty):
         return []
     counts = _counts(runs, listed)

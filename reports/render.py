@@ -222,7 +222,9 @@ def _html_table(table: Table) -> list[str]:
     for i, row in enumerate(table.rows):
         cls = ""
         if i < table.reference_rows:
-            cls = ' class="reference reference-last"' if i == table.reference_rows - 1 else ' class="reference"'
+            cls = (
+                ' class="reference reference-last"' if i == table.reference_rows - 1 else ' class="reference"'
+            )
         cells = "".join(_html_cell(c, col) for c, col in zip(row, table.columns, strict=True))
         out.append(f"<tr{cls}>{cells}</tr>")
     out += ["</tbody>", "</table>"]

@@ -24,6 +24,7 @@ import pandas as pd
 from mlflow import MlflowClient
 
 from mugs.diagnostics import BRANCHES, branch_kinds, diag_key
+from orchestration.reference import REFERENCE_COLUMN
 from orchestration.tracking.logger import DEFAULT_PREFIX as TRAIN_PREFIX
 from orchestration.tracking.uri import redact_uri
 from reports.aggregate import FAILED, MISSING, PRUNED, RUNNING, Aggregate, aggregate, lower_is_better
@@ -154,7 +155,7 @@ def csv_frame(
     """
     table = agg.table.reset_index(drop=True)
     out = pd.DataFrame({key: [format_number(v) for v in table[key]] for key in agg.keys})
-    out.insert(0, "reference", [""] * len(table))
+    out.insert(0, REFERENCE_COLUMN, [""] * len(table))
     for column in ("n", "finished", "pruned", "failed", "running", "missing"):
         out[column] = table[column].astype(int) if len(table) else []
     out["status"] = list(table["label"])
@@ -200,7 +201,7 @@ def _csv_references(agg: Aggregate, references: Sequence[ReferenceRow], columns:
     base = untrained(references)
     rows = []
     for ref in references:
-        row: dict[str, Any] = {"reference": ref.kind, "n": ref.n, "status": ref.state, "note": ref.note}
+        row: dict[str, Any] = {REFERENCE_COLUMN: ref.kind, "n": ref.n, "status": ref.state, "note": ref.note}
         row.update({state.lower(): count for state, count in ref.counts.items()})
         for m in agg.metrics:
             row |= {f"{m}.mean": ref.mean(m), f"{m}.std": ref.std(m), f"{m}.n": len(ref.values.get(m) or [])}

@@ -19,7 +19,7 @@ from mugs.config import ConfigError, parse_override
 from mugs.diagnostics import collapse_label
 from orchestration import tracking
 from orchestration.jobs.tracking_calls import safe
-from orchestration.reference import REFERENCE_LABELS
+from orchestration.reference import REFERENCE_COLUMN, REFERENCE_LABELS
 from orchestration.submit import prepare_trial
 from orchestration.sweeps.expand import TrialPlan, grid, plan, random_search, reference_plans
 from orchestration.sweeps.progress import SweepProgress, quick_state
@@ -305,7 +305,7 @@ class SweepRun:
                 "config_hash": spec.config_hash,
                 "seed": spec.config.get("seed"),
                 "state": quick_state(d),
-                "reference": spec.reference or "",
+                REFERENCE_COLUMN: spec.reference or "",
             }
             row.update({k: _dotted(spec.config, k) for ax in self.spec.axes for k in ax.keys})
             row.update(results(d))
@@ -339,7 +339,7 @@ def _dotted(config: dict[str, Any], key: str) -> Any:
 
 
 def summarize(name: str, rows: list[dict[str, Any]], metric: str, maximize: bool) -> None:
-    done = [r for r in rows if r["state"] == "done" and metric in r and not r.get("reference")]
+    done = [r for r in rows if r["state"] == "done" and metric in r and not r.get(REFERENCE_COLUMN)]
     print(
         f"\n[{name}] {len(rows)} trials: {sum(r['state'] == 'done' for r in rows)} done, "
         f"{sum(r['state'] == 'failed' for r in rows)} failed, {sum(r['state'] == 'pruned' for r in rows)} pruned"
