@@ -254,3 +254,65 @@ def test_sweep_without_references_says_so(tmp_path: Path) -> None:
     md = (out / "report.md").read_text()
     assert "no reference rows" in md and "reference: untrained network" not in md
     assert all(not r["reference"] for r in csv_rows(out))
+
+
+def test_slurm_arrays_keep_reference_evaluations_apart(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """aftercorr pairs array task i with task i: the reference trial (knn + pixels) gets arrays of
+    its own, and no ordinary trial is given a pixels evaluation (sbatch replaced by a recorder)."""
+    import contextlib
+    import json
+
+    import orchestration.backends.slurm as slurm
+    import orchestration.snapshot as snapshot
+    from orchestration.sweeps.executors import SlurmExecutor
+    from orchestration.trial import TrialSpec
+
+    submitted: list[tuple[str, str, str, str | None]] = []  # (array, task, trial, protocol)
+
+    class Array:
+        def __init__(self, name: str) -> None:
+            self.name, self.id = name, str(100 + len(arrays))
+            arrays.append(self)
+
+        def update_parameters(self, **_: object) -> None:
+            pass
+
+        def batch(self) -> contextlib.AbstractContextManager:
+            return contextlib.nullcontext()
+
+        def submit(self, task: object) -> object:
+            n = sum(a == self.id for a, *_ in submitted)
+            submitted.append(
+                (self.id, type(task).__name__, task.spec.trial_id, getattr(task, "protocol", None))
+            )
+            return type("Job", (), {"job_id": f"{self.id}_{n}"})()
+
+    arrays: list[Array] = []
+
+    class Backend:
+        def __init__(self, options: object) -> None:
+            pass
+
+        def _executor(self, spec: object, snap: object, name: str, **_: object) -> Array:
+            return Array(name)
+
+    monkeypatch.setattr(slurm, "SlurmBackend", Backend)
+    monkeypatch.setattr(slurm, "max_array_size", lambda: 1001)
+    monkeypatch.setattr(snapshot, "snapshot_code", lambda root: root / "snap")
+    dirs = []
+    for name, evals, ref in (("a", ["knn"], None), ("b", ["knn"], None), ("r", ["knn", "pixels"], UNTRAINED)):
+        d = tmp_path / "trials" / name
+        d.mkdir(parents=True)
+        TrialSpec(name, str(d), {"seed": 0}, evals, sweep="s", backend="slurm", reference=ref).save()
+        dirs.append(d)
+    SlurmExecutor({}).submit(dirs)
+    pixel_evals = [t for _, kind, t, p in submitted if p == "pixels"]
+    assert pixel_evals == ["r"], submitted
+    pretrain_arrays = {a for a, kind, *_ in submitted if kind == "PretrainTask"}
+    assert len(pretrain_arrays) == 2, "the reference trial pretrains in an array of its own"
+    jobs = {d.name: json.loads((d / "jobs.json").read_text()) for d in dirs}
+    assert [j["protocol"] for j in jobs["a"]] == [None, "knn"]
+    assert [j["protocol"] for j in jobs["r"]] == [None, "knn", "pixels"]
+    assert all(j["job_id"].endswith("_0") for j in jobs["r"]), "task 0 of each of its arrays"
