@@ -3,8 +3,10 @@
 Rows are the swept settings: loss weights as check marks for IDS / LGDS / GDS when every swept
 weight is 0 or 1 (else the weights themselves), queue sizes, top-k, any other key by name.
 Columns are the metrics (k-NN top-1, linear top-1, any requested one) as mean ± std over
-finished seeds, the best of each column marked, then n and the trial states. A setting without
-finished trials shows PRUNED / FAILED / MISSING / RUNNING in its metric cells.
+finished seeds, the best of each column marked, then n, the primary metric's gain over the
+untrained network, its Welch-test mark against the comparison row (:mod:`reports.noise`) and the
+trial states. A setting without finished trials shows PRUNED / FAILED / MISSING / RUNNING in its
+metric cells. The reference rows (:mod:`reports.references`) form a labelled block on top.
 """
 
 from __future__ import annotations
