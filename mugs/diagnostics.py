@@ -21,7 +21,8 @@ branch ``instance`` = IDS, ``local_group`` = LGDS, ``group`` = GDS; only enabled
 
 Every statistic is taken per global view (teacher chunk) and averaged over the views, so the
 two views of one image are never compared with each other. Under DDP each rank reports its own
-batch.
+batch. torch is imported where a statistic is computed: the key names and the verdict serve
+the orchestration and the reports without it.
 """
 
 from __future__ import annotations
@@ -29,10 +30,10 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from functools import wraps
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import torch
-import torch.nn.functional as F
+if TYPE_CHECKING:
+    import torch
 
 PREFIX = "diag/"
 BRANCHES = ("instance", "local_group", "group")
@@ -46,7 +47,7 @@ HIGH_TARGET_COS = 0.9
 MIN_LOGIT_GAP = 0.1
 MIN_ASSIGNMENT_INFO_NATS = 0.05
 
-_F = TypeVar("_F", bound=Callable[..., torch.Tensor])
+_F = TypeVar("_F", bound=Callable[..., Any])
 
 
 def branch_kinds(branch: str) -> tuple[str, ...]:
@@ -64,6 +65,8 @@ def _detached_fp32(fn: _F) -> _F:
 
     @wraps(fn)
     def inner(*args: Any, **kwargs: Any) -> torch.Tensor:
+        import torch
+
         args = tuple(a.detach().float() if isinstance(a, torch.Tensor) else a for a in args)
         device = next((a.device.type for a in args if isinstance(a, torch.Tensor)), "cpu")
         with torch.no_grad(), torch.autocast(device_type=device, enabled=False):
@@ -78,6 +81,9 @@ def target_std(t: torch.Tensor) -> torch.Tensor:
 
     1/sqrt(d) for random directions, 0 for a constant batch; NaN for N < 2.
     """
+    import torch
+    import torch.nn.functional as F
+
     if t.shape[0] < 2:
         return torch.tensor(math.nan, device=t.device)
     return F.normalize(t, dim=-1).std(dim=0).mean()
@@ -90,6 +96,9 @@ def mean_pairwise_cosine(t: torch.Tensor) -> torch.Tensor:
     From ``|sum z|^2 - sum |z|^2`` of the unit rows z: O(N d), no N x N matrix. A zero row
     counts as cosine 0 with everything. NaN for N < 2.
     """
+    import torch
+    import torch.nn.functional as F
+
     n = t.shape[0]
     if n < 2:
         return torch.tensor(math.nan, device=t.device)
@@ -120,6 +129,9 @@ def assignment_entropies(
     per-sample entropies averaged. Both lie in [0, ln P]; batch >= sample (Jensen), with
     equality exactly when every sample has the same assignment.
     """
+    import torch
+    import torch.nn.functional as F
+
     logp = F.log_softmax((teacher_logits - center) / temperature, dim=-1)
     p = logp.exp()
     sample = -(p * logp).sum(-1).mean()
@@ -128,6 +140,8 @@ def assignment_entropies(
 
 
 def _per_view(fn: Callable[[torch.Tensor], torch.Tensor], chunks: Sequence[torch.Tensor]) -> torch.Tensor:
+    import torch
+
     return torch.stack([fn(c) for c in chunks]).mean(0)
 
 
