@@ -74,6 +74,7 @@ class DataConfig:
     rand_augment: str = "rand-m9-mstd0.5-inc1"
     strong_ratio: float = 0.45
     re_prob: float = 0.25
+    solarize_prob: float = 0.2  # second teacher global crop (official 0.2)
     num_workers: int = 4
     subset: int | None = None  # use only the first N training images (smoke runs)
 
@@ -331,8 +332,9 @@ def validate(cfg: MugsConfig, check_data: bool = True) -> None:
             raise ConfigError(f"{key}: {size} is not a multiple of model.patch_size={mo.patch_size}")
     if d.local_crops_number < 0:
         raise ConfigError(f"data.local_crops_number: must be >= 0, got {d.local_crops_number}")
-    if not 0 <= d.strong_prob <= 1:
-        raise ConfigError(f"data.strong_prob: must be in [0, 1], got {d.strong_prob}")
+    for name in ("strong_prob", "solarize_prob", "re_prob"):
+        if not 0 <= getattr(d, name) <= 1:
+            raise ConfigError(f"data.{name}: must be in [0, 1], got {getattr(d, name)}")
     for key, sc in (
         ("data.global_crops_scale", d.global_crops_scale),
         ("data.local_crops_scale", d.local_crops_scale),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections.abc import Sequence
 from contextlib import nullcontext
 from pathlib import Path
@@ -59,6 +60,7 @@ class Trainer:
         self.teacher.load_state_dict(self.student.state_dict(), strict=False)
         for p in self.teacher.parameters():
             p.requires_grad_(False)
+        self._sync_batchnorm(device)
         d = self.student.backbone.embed_dim
         m = cfg.method
         self.student_memory = LocalGroupMemory(d, m.memory_size, m.topk).to(device) if w[1] > 0 else None
@@ -94,6 +96,18 @@ class Trainer:
         self._build_schedules()
 
     # ----------------------------------------------------------------- setup
+    def _sync_batchnorm(self, device: torch.device) -> None:
+        """BatchNorm heads (``model.use_bn_in_head``) under DDP use the global batch's statistics, as
+        the official code does (SyncBatchNorm, CUDA only); on CPU (gloo) each rank normalises its own."""
+        multi = is_dist() and self.dist.world_size > 1
+        if not multi or not any(isinstance(m, torch.nn.BatchNorm1d) for m in self.student.modules()):
+            return
+        if device.type == "cuda":
+            self.student = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.student)
+            self.teacher = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.teacher)
+        elif self.dist.is_main:
+            warnings.warn("BatchNorm heads on CPU under DDP: statistics are per rank", stacklevel=2)
+
     def _build_data(self) -> int:
         cfg = self.cfg
         base = load_split(cfg.data, "train")

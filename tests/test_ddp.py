@@ -51,6 +51,8 @@ def _config(batch_size: int):
         f"train.batch_size={batch_size}",
         "train.warmup_epochs=0",
         "train.lr=0.002",
+        # BatchNorm heads normalise per rank on CPU (SyncBatchNorm needs CUDA): off for equality.
+        "model.use_bn_in_head=false",
         "train.momentum_teacher=0.9",
     )
 

@@ -13,6 +13,9 @@ OVERRIDES = (
     "data.subset=512",
     "train.batch_size=32",
     "train.epochs=2",
+    # the demo recipe uses weak global views only; exercise local crops and strong views too
+    "data.local_crops_number=2",
+    "data.strong_prob=0.5",
 )
 
 

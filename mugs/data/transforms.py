@@ -1,7 +1,7 @@
 """Mugs multi-crop augmentation (official recipe, sizes scaled with the data).
 
 Per image: 2 teacher global crops (weak: RandomResizedCrop, flip, colour jitter 0.4/0.4/0.2/0.1
-p 0.8, grayscale 0.2; crop 1 blur p 1.0, crop 2 blur p 0.1 + solarize p 0.2); 2 student global
+p 0.8, grayscale 0.2; crop 1 blur p 1.0, crop 2 blur p 0.1 + solarize p ``solarize_prob``, official 0.2); 2 student global
 crops drawn anew, both strong with probability ``strong_prob`` else both weak (strong = flip +
 RandAugment + RandomResizedCrop + RandomErasing 0.25); local crops each strong with probability
 ``strong_prob``. Returns (crops, weak_flag). Blur radii (0.1-2.0 px at 224 px) scale with the
@@ -95,7 +95,7 @@ class MultiCropAugmentation:
         self.strong_prob = cfg.strong_prob
         self.n_local = cfg.local_crops_number
         self.global1 = _weak(g, gs, 1.0, 0.0, 224)
-        self.global2 = _weak(g, gs, 0.1, 0.2, 224)
+        self.global2 = _weak(g, gs, 0.1, cfg.solarize_prob, 224)
         self.global_strong = _strong(g, gs, cfg)
         self.local_weak = _weak(lc, ls, 0.5, 0.0, 224)
         self.local_strong = _strong(lc, ls, cfg)
