@@ -75,6 +75,7 @@ class DataConfig:
     strong_ratio: float = 0.45
     re_prob: float = 0.25
     solarize_prob: float = 0.2  # second teacher global crop (official 0.2)
+    flip_prob: float = 0.5  # horizontal flip of every crop (official 0.5)
     num_workers: int = 4
     subset: int | None = None  # use only the first N training images (smoke runs)
 
@@ -332,7 +333,7 @@ def validate(cfg: MugsConfig, check_data: bool = True) -> None:
             raise ConfigError(f"{key}: {size} is not a multiple of model.patch_size={mo.patch_size}")
     if d.local_crops_number < 0:
         raise ConfigError(f"data.local_crops_number: must be >= 0, got {d.local_crops_number}")
-    for name in ("strong_prob", "solarize_prob", "re_prob"):
+    for name in ("strong_prob", "solarize_prob", "flip_prob", "re_prob"):
         if not 0 <= getattr(d, name) <= 1:
             raise ConfigError(f"data.{name}: must be in [0, 1], got {getattr(d, name)}")
     for key, sc in (

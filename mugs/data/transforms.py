@@ -46,11 +46,13 @@ def _normalize() -> T.Compose:
     return T.Compose([T.ToTensor(), T.Normalize(MEAN, STD)])
 
 
-def _weak(size: int, scale: tuple[float, float], blur_p: float, solarize_p: float, ref: int) -> T.Compose:
+def _weak(
+    size: int, scale: tuple[float, float], blur_p: float, solarize_p: float, ref: int, flip_p: float = 0.5
+) -> T.Compose:
     r = size / 224.0 if ref == 224 else size / ref
     ops: list = [
         T.RandomResizedCrop(size, scale=scale, interpolation=T.InterpolationMode.BICUBIC),
-        T.RandomHorizontalFlip(0.5),
+        T.RandomHorizontalFlip(flip_p),
         T.RandomApply([T.ColorJitter(0.4, 0.4, 0.2, 0.1)], p=0.8),
         T.RandomGrayscale(0.2),
         GaussianBlur(blur_p, 0.1 * r, 2.0 * r),
@@ -79,7 +81,7 @@ def rand_augment(config: str, size: int, strong_ratio: float) -> object:
 def _strong(size: int, scale: tuple[float, float], cfg: DataConfig) -> T.Compose:
     return T.Compose(
         [
-            T.RandomHorizontalFlip(0.5),
+            T.RandomHorizontalFlip(cfg.flip_prob),
             rand_augment(cfg.rand_augment, size, cfg.strong_ratio),
             T.RandomResizedCrop(size, scale=scale, interpolation=T.InterpolationMode.BICUBIC),
             _normalize(),
@@ -94,10 +96,10 @@ class MultiCropAugmentation:
         gs, ls = tuple(cfg.global_crops_scale), tuple(cfg.local_crops_scale)
         self.strong_prob = cfg.strong_prob
         self.n_local = cfg.local_crops_number
-        self.global1 = _weak(g, gs, 1.0, 0.0, 224)
-        self.global2 = _weak(g, gs, 0.1, cfg.solarize_prob, 224)
+        self.global1 = _weak(g, gs, 1.0, 0.0, 224, cfg.flip_prob)
+        self.global2 = _weak(g, gs, 0.1, cfg.solarize_prob, 224, cfg.flip_prob)
         self.global_strong = _strong(g, gs, cfg)
-        self.local_weak = _weak(lc, ls, 0.5, 0.0, 224)
+        self.local_weak = _weak(lc, ls, 0.5, 0.0, 224, cfg.flip_prob)
         self.local_strong = _strong(lc, ls, cfg)
 
     def __call__(self, img: Image.Image) -> tuple[list[torch.Tensor], bool]:
