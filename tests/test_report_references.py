@@ -137,7 +137,7 @@ def test_reference_plans_and_dry_run(tmp_path: Path, capsys: pytest.CaptureFixtu
     }  # ... not the same trial
     assert run_sweep(req) == 0
     out = capsys.readouterr().out
-    assert "reference trials: 1" in out and ref.trial_id in out
+    assert f"reference trials: {len(spec.seeds)}" in out and ref.trial_id in out
     assert "reference: untrained network; reference: raw pixels" in out
     assert not (tmp_path / "w" / "trials").exists()
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import mlflow
 import pytest
+import yaml
 
 from orchestration.reference import REFERENCE_TAG, TRIAL_INFIX
 from tests.orch_helpers import wait_for
@@ -36,6 +37,16 @@ def sweep_cmd(spec: Path | str, wd: Path, uri: str, *extra: str) -> list[str]:
     ]
 
 
+def one_seed_spec(folder: Path) -> Path:
+    """sweeps/loss_weights.yaml as shipped but with one seed (its 2 seeds would double CI time)."""
+    spec = yaml.safe_load((REPO / "sweeps" / "loss_weights.yaml").read_text())
+    spec["seeds"] = [0]
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "loss_weights.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
 def runs_of(uri: str, wd: Path, sweep: str) -> tuple[object, list]:
     """The sweep's parent run (from the sweep's state) and every run that names it as parent."""
     client = mlflow.MlflowClient(tracking_uri=uri)
@@ -56,7 +67,7 @@ def split_references(children: list) -> tuple[list, list]:
 def test_loss_weight_sweep_local(tmp_path, mlflow_server):
     wd = tmp_path / "w"
     r = subprocess.run(
-        sweep_cmd(REPO / "sweeps" / "loss_weights.yaml", wd, mlflow_server),
+        sweep_cmd(one_seed_spec(tmp_path), wd, mlflow_server),
         capture_output=True,
         text=True,
         timeout=1100,
@@ -198,7 +209,7 @@ def test_loss_weight_sweep_on_slurm(slurm_cluster, slurm_workdir, mlflow_server)
     wd = slurm_workdir / "w"
     r = subprocess.run(
         sweep_cmd(
-            REPO / "sweeps" / "loss_weights.yaml",
+            one_seed_spec(slurm_workdir),
             wd,
             mlflow_server,
             "--backend",
@@ -223,7 +234,7 @@ def test_loss_weight_sweep_on_slurm(slurm_cluster, slurm_workdir, mlflow_server)
 
     # rerunning the finished sweep submits nothing and returns at once
     again = subprocess.run(
-        sweep_cmd(REPO / "sweeps" / "loss_weights.yaml", wd, mlflow_server, "--backend", "slurm"),
+        sweep_cmd(slurm_workdir / "loss_weights.yaml", wd, mlflow_server, "--backend", "slurm"),
         capture_output=True,
         text=True,
         timeout=120,

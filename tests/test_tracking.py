@@ -19,6 +19,7 @@ import pytest
 
 from mugs.callbacks import Callback
 from mugs.config import build_config
+from mugs.diagnostics import BRANCHES, branch_kinds, diag_key
 from orchestration.tracking import (
     PARENT_RUN_TAG,
     MlflowMetricsCallback,
@@ -56,7 +57,7 @@ TRAINER_KEYS = (
     "momentum",
     "teacher_temp",
     "images_per_s",
-)
+) + tuple(diag_key(b, k) for b in BRANCHES for k in branch_kinds(b))  # every branch on (demo)
 
 
 @pytest.fixture(autouse=True)
