@@ -19,6 +19,7 @@ from reports.aggregate import Aggregate, lower_is_better
 from reports.compare import Comparison
 from reports.noise import (
     ALPHA,
+    LOSS_WEIGHTS,
     SIGNIFICANT,
     TEST_NAME,
     UNTESTABLE,
@@ -31,7 +32,6 @@ from reports.published import NO_SOURCE, Published, PublishedEntry, Source
 from reports.references import NOT_MEASURED, PIXELS, ReferenceRow, gain, untrained
 from reports.values import format_number, is_missing
 
-LOSS_WEIGHTS = "method.loss_weights"
 LOSS_NAMES = ("IDS", "LGDS", "GDS")
 CHECK, CROSS = "\u2713", "\u2717"
 KEY_HEADERS = {
