@@ -45,7 +45,9 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 
 def rng_state() -> dict[str, Any]:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    numpy_state = [kind, keys.tolist(), pos, has_gauss, cached]  # plain types: loads with weights_only
+    state = {"python": random.getstate(), "numpy": numpy_state, "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -53,11 +55,24 @@ def rng_state() -> dict[str, Any]:
 
 def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def _legacy_numpy_globals() -> list[Any]:
+    """The numpy types that checkpoints written before the RNG state was stored as plain lists hold."""
+    try:
+        from numpy._core.multiarray import _reconstruct
+    except ImportError:  # numpy < 2
+        from numpy.core.multiarray import _reconstruct  # type: ignore[no-redef]
+    return [np.ndarray, _reconstruct, np.dtype, type(np.dtype(np.uint32))]
+
+
 def load(path: str | Path) -> dict[str, Any]:
-    return torch.load(path, map_location="cpu", weights_only=False)
+    """Load a checkpoint without arbitrary unpickling (``weights_only``: tensors, plain containers,
+    and by name the numpy array types of older checkpoints' RNG state)."""
+    with torch.serialization.safe_globals(_legacy_numpy_globals()):
+        return torch.load(path, map_location="cpu", weights_only=True)

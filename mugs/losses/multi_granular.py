@@ -11,12 +11,10 @@ import torch
 from torch import nn
 
 from mugs.config import MugsConfig
-from mugs.diagnostics import diag_key
+from mugs.diagnostics import BRANCHES, diag_key
 from mugs.losses.group import GroupLoss, teacher_temperature
 from mugs.losses.infonce import InfoNCEQueueLoss
 from mugs.models.network import MugsOutput
-
-NAMES = ("instance", "local_group", "group")
 
 
 class MultiGranularLoss(nn.Module):
@@ -57,7 +55,7 @@ class MultiGranularLoss(nn.Module):
         """Total loss and per-branch terms; a ``diagnostics`` dict receives the collapse
         diagnostics of every enabled branch as ``diag/<branch>/<kind>`` (:mod:`mugs.diagnostics`)."""
         terms: dict[str, torch.Tensor] = {}
-        per_branch: dict[str, dict[str, torch.Tensor]] = {n: {} for n in NAMES}
+        per_branch: dict[str, dict[str, torch.Tensor]] = {n: {} for n in BRANCHES}
 
         def sink(name: str) -> dict[str, torch.Tensor] | None:
             return per_branch[name] if diagnostics is not None else None
@@ -78,5 +76,5 @@ class MultiGranularLoss(nn.Module):
             for name, values in per_branch.items():
                 diagnostics.update({diag_key(name, k): v for k, v in values.items()})
         wsum = sum(self.weights)
-        total = sum(self.weights[NAMES.index(k)] * v for k, v in terms.items()) / wsum
+        total = sum(self.weights[BRANCHES.index(k)] * v for k, v in terms.items()) / wsum
         return total, terms

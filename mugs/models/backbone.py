@@ -18,6 +18,8 @@ import torch.nn.functional as F
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
+from mugs.config import POS_EMBED_INTERP
+
 # (embed_dim, depth, num_heads) as in the official vision_transformer.py (qkv_bias=True, LN eps 1e-6)
 ARCH_DIMS: dict[str, tuple[int, int, int]] = {
     "vit_tiny": (192, 12, 3),
@@ -26,7 +28,6 @@ ARCH_DIMS: dict[str, tuple[int, int, int]] = {
     "vit_large": (1024, 24, 16),
 }
 
-POS_EMBED_INTERP = ("dino", "timm")
 
 
 def interpolate_pos_embed_dino(
