@@ -259,6 +259,19 @@ def config_from_dict(values: dict[str, Any]) -> MugsConfig:
     return cfg
 
 
+# Keys added after checkpoints were first written, with the value that reproduces what those
+# checkpoints were trained with (a default that changed behaviour must not apply to them).
+LEGACY_CHECKPOINT_VALUES: dict[tuple[str, str], Any] = {("model", "pos_embed_interp"): "timm"}
+
+
+def config_from_checkpoint(values: dict[str, Any]) -> MugsConfig:
+    """The config saved in a checkpoint; keys it predates get the behaviour it was trained with."""
+    values = copy.deepcopy(values)
+    for (section, key), old in LEGACY_CHECKPOINT_VALUES.items():
+        values.setdefault(section, {}).setdefault(key, old)
+    return config_from_dict(values)
+
+
 def validate(cfg: MugsConfig, check_data: bool = True) -> None:
     m, d, t, mo = cfg.method, cfg.data, cfg.train, cfg.model
     w = m.loss_weights

@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader
 
 from mugs import checkpoint as ckpt
 from mugs.callbacks import Callback
-from mugs.config import MugsConfig, config_from_dict
+from mugs.config import MugsConfig, config_from_checkpoint
 from mugs.data.datasets import SeededAugmentDataset, load_split
 from mugs.data.sampler import ResumableSampler
 from mugs.data.transforms import MultiCropAugmentation
@@ -321,7 +321,7 @@ class Trainer:
         if not self.checkpoint_path.exists():
             return False
         state = ckpt.load(self.checkpoint_path)
-        saved = config_from_dict(state["config"])
+        saved = config_from_checkpoint(state["config"])
         for section in ("model", "method", "data"):
             a, b = getattr(saved, section), getattr(self.cfg, section)
             if section == "data":

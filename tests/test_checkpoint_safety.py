@@ -40,3 +40,19 @@ def test_older_numpy_rng_state_still_loads(tmp_path):
     np_before = np.random.rand()
     ckpt.set_rng_state(ckpt.load(path)["rng"])
     assert np.random.rand() == np_before
+
+
+def test_checkpoint_predating_pos_embed_interp_resumes_only_as_trained(tmp_path):
+    """Written before model.pos_embed_interp existed (timm's resampling then): a run with the new
+    default (dino) is refused with the reason, the same run with timm resumes."""
+    from mugs.engine import Trainer
+    from tests.helpers import demo_config
+
+    small = ("data.subset=128", "train.batch_size=32", "train.max_steps=2")
+    tr = Trainer(demo_config(*small), tmp_path)
+    state = tr.state_dict()
+    del state["config"]["model"]["pos_embed_interp"]
+    ckpt.atomic_save(state, tr.checkpoint_path)
+    with pytest.raises(ValueError, match="different model configuration"):
+        Trainer(demo_config(*small), tmp_path).maybe_resume()
+    assert Trainer(demo_config(*small, "model.pos_embed_interp=timm"), tmp_path).maybe_resume()

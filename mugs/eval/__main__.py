@@ -19,7 +19,7 @@ import torch
 
 from mugs import checkpoint as ckpt
 from mugs.checkpoint import atomic_write_text
-from mugs.config import ConfigError, MugsConfig, config_from_dict
+from mugs.config import ConfigError, MugsConfig, config_from_checkpoint
 from mugs.data.datasets import load_split
 from mugs.data.transforms import eval_transform
 from mugs.eval import KNN, PIXELS, PROTOCOLS
@@ -73,7 +73,7 @@ def evaluate_pixels(
     """The raw-pixel kNN on the checkpoint's dataset (its config; the weights are not used)."""
     t0 = time.perf_counter() if t0 is None else t0
     state = ckpt.load(checkpoint)
-    cfg: MugsConfig = config_from_dict(state["config"])
+    cfg: MugsConfig = config_from_checkpoint(state["config"])
     if data_root is not None:
         cfg.data.root = data_root
     tf = eval_transform(cfg.data.image_size)

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from mugs import checkpoint as ckpt
-from mugs.config import MugsConfig, config_from_dict
+from mugs.config import MugsConfig, config_from_checkpoint
 from mugs.models.backbone import ViTBackbone
 from mugs.models.network import MugsNetwork
 
@@ -17,7 +17,7 @@ from mugs.models.network import MugsNetwork
 def load_teacher_backbone(path: str | Path, device: torch.device) -> tuple[ViTBackbone, MugsConfig, int]:
     """(teacher backbone in eval mode, its config, the checkpoint's step)."""
     state = ckpt.load(path)
-    cfg = config_from_dict(state["config"])
+    cfg = config_from_checkpoint(state["config"])
     net = MugsNetwork(cfg, student=False)
     net.load_state_dict(state["teacher"])
     return net.backbone.to(device).eval(), cfg, int(state["step"])
