@@ -68,6 +68,7 @@ import torch.distributed as dist  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
+from mugs.checkpoint import atomic_write_text  # noqa: E402
 from mugs.config import MugsConfig, build_config  # noqa: E402
 from mugs.engine import Trainer  # noqa: E402
 
@@ -593,7 +594,7 @@ def main(argv: list[str] | None = None) -> int:
             dist.destroy_process_group()
     result = summarise(o, header, records, contrast)
     o.out.parent.mkdir(parents=True, exist_ok=True)
-    o.out.write_text(json.dumps(result, indent=2) + "\n")
+    atomic_write_text(o.out, json.dumps(result, indent=2) + "\n")
     s = result["summary"]
     print(
         f"max |dloss| over {o.steps} steps: {s['max_abs_loss_diff']:.3e} (goal < {GOAL:g}: {s['goal_met']})"

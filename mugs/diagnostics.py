@@ -236,11 +236,6 @@ def collapsed_branches(metrics: Mapping[str, Any]) -> list[str]:
     return list(collapse_reasons(metrics))
 
 
-def has_diagnostics(metrics: Mapping[str, Any]) -> bool:
-    """Whether a logged step carries any ``diag/...`` key."""
-    return any(isinstance(k, str) and k.startswith(PREFIX) for k in metrics)
-
-
 def collapse_label(branches: Sequence[str]) -> str:
     """``"COLLAPSED (instance, group)"``, or "" when no branch collapsed."""
     return f"COLLAPSED ({', '.join(branches)})" if branches else ""
