@@ -16,9 +16,7 @@ from typing import Any
 
 import yaml
 
-
-class ConfigError(ValueError):
-    """A configuration value is unknown, of the wrong type or impossible. Names the key."""
+from mugs.errors import ConfigError as ConfigError  # re-exported
 
 
 @dataclass
@@ -59,6 +57,19 @@ class MethodConfig:
     group_teacher_temp: float = 0.04
     group_warmup_teacher_temp_epochs: int = 0
     center_momentum: float = 0.9
+
+    # a branch is on when its weight is > 0; off, its head, queue and memory are not built
+    @property
+    def uses_instance(self) -> bool:
+        return self.loss_weights[0] > 0
+
+    @property
+    def uses_local_group(self) -> bool:
+        return self.loss_weights[1] > 0
+
+    @property
+    def uses_group(self) -> bool:
+        return self.loss_weights[2] > 0
 
 
 @dataclass
@@ -273,7 +284,23 @@ def config_from_checkpoint(values: dict[str, Any]) -> MugsConfig:
 
 
 def validate(cfg: MugsConfig, check_data: bool = True) -> None:
-    m, d, t, mo = cfg.method, cfg.data, cfg.train, cfg.model
+    """Check every section; the first impossible value raises :class:`ConfigError` naming its key."""
+    _validate_method(cfg.method, cfg.train)
+    _validate_train_eval(cfg)
+    _validate_model_data(cfg.model, cfg.data)
+    if check_data:
+        from mugs.data.datasets import check_data_available
+
+        check_data_available(cfg.data)
+
+
+def _positive(values: dict[str, float], what: str = "must be > 0") -> None:
+    for key, v in values.items():
+        if v <= 0:
+            raise ConfigError(f"{key}: {what}, got {v}")
+
+
+def _validate_method(m: MethodConfig, t: TrainConfig) -> None:
     w = m.loss_weights
     if len(w) != 3:
         raise ConfigError(f"method.loss_weights: expected 3 weights [instance, local_group, group], got {w}")
@@ -281,65 +308,76 @@ def validate(cfg: MugsConfig, check_data: bool = True) -> None:
         raise ConfigError(f"method.loss_weights: weights must be >= 0, got {w}")
     if sum(w) <= 0:
         raise ConfigError(f"method.loss_weights: at least one weight must be > 0, got {w}")
-    positive = {
-        "method.instance_queue_size": m.instance_queue_size,
-        "method.local_group_queue_size": m.local_group_queue_size,
-        "method.memory_size": m.memory_size,
-        "method.topk": m.topk,
-        "train.epochs": t.epochs,
-        "train.batch_size": t.batch_size,
-        "data.image_size": d.image_size,
-        "data.local_crop_size": d.local_crop_size,
-        "model.patch_size": mo.patch_size,
-        "model.head_hidden_dim": mo.head_hidden_dim,
-        "model.group_out_dim": mo.group_out_dim,
-    }
-    for key, v in positive.items():
-        if v <= 0:
-            raise ConfigError(f"{key}: must be > 0, got {v}")
-    ev = cfg.eval
-    if ev.monitor_every < 0:
-        raise ConfigError(f"eval.monitor_every: must be >= 0 (0 = off), got {ev.monitor_every}")
-    for key, v in (
-        ("eval.monitor_bank", ev.monitor_bank),
-        ("eval.monitor_queries", ev.monitor_queries),
-        ("eval.monitor_k", ev.monitor_k),
-    ):
-        if v <= 0:
-            raise ConfigError(f"{key}: must be > 0, got {v}")
-    if t.max_steps is not None and t.max_steps <= 0:
-        raise ConfigError(f"train.max_steps: must be > 0 or null, got {t.max_steps}")
+    _positive(
+        {
+            "method.instance_queue_size": m.instance_queue_size,
+            "method.local_group_queue_size": m.local_group_queue_size,
+            "method.memory_size": m.memory_size,
+            "method.topk": m.topk,
+        }
+    )
     if m.topk > m.memory_size:
         raise ConfigError(
             f"method.topk: {m.topk} neighbours cannot exceed method.memory_size={m.memory_size}"
         )
-    for key, v in {
+    temps = {
         "method.instance_temp": m.instance_temp,
         "method.local_group_temp": m.local_group_temp,
         "method.group_student_temp": m.group_student_temp,
         "method.group_teacher_temp": m.group_teacher_temp,
         "method.group_warmup_teacher_temp": m.group_warmup_teacher_temp,
-        "eval.knn_temperature": cfg.eval.knn_temperature,
-    }.items():
-        if v <= 0:
-            raise ConfigError(f"{key}: temperature must be > 0, got {v}")
+    }
+    _positive(temps, "temperature must be > 0")
     if not 0 <= m.center_momentum < 1:
         raise ConfigError(f"method.center_momentum: must be in [0, 1), got {m.center_momentum}")
     if m.group_warmup_teacher_temp_epochs > t.epochs:
         raise ConfigError(
             f"method.group_warmup_teacher_temp_epochs: {m.group_warmup_teacher_temp_epochs} exceeds train.epochs={t.epochs}"
         )
+
+
+def _validate_train_eval(cfg: MugsConfig) -> None:
+    t, ev = cfg.train, cfg.eval
+    _positive({"train.epochs": t.epochs, "train.batch_size": t.batch_size})
+    if ev.monitor_every < 0:
+        raise ConfigError(f"eval.monitor_every: must be >= 0 (0 = off), got {ev.monitor_every}")
+    _positive(
+        {
+            "eval.monitor_bank": ev.monitor_bank,
+            "eval.monitor_queries": ev.monitor_queries,
+            "eval.monitor_k": ev.monitor_k,
+        }
+    )
+    _positive({"eval.knn_temperature": ev.knn_temperature}, "temperature must be > 0")
+    if t.max_steps is not None and t.max_steps <= 0:
+        raise ConfigError(f"train.max_steps: must be > 0 or null, got {t.max_steps}")
     if t.warmup_epochs > t.epochs:
         raise ConfigError(f"train.warmup_epochs: {t.warmup_epochs} exceeds train.epochs={t.epochs}")
     if not 0 <= t.momentum_teacher <= 1:
         raise ConfigError(f"train.momentum_teacher: must be in [0, 1], got {t.momentum_teacher}")
     if t.precision not in ("auto", "fp32", "bf16"):
         raise ConfigError(f"train.precision: one of auto, fp32, bf16; got {t.precision!r}")
+
+
+def _validate_model_data(mo: ModelConfig, d: DataConfig) -> None:
+    _positive(
+        {
+            "data.image_size": d.image_size,
+            "data.local_crop_size": d.local_crop_size,
+            "model.patch_size": mo.patch_size,
+            "model.head_hidden_dim": mo.head_hidden_dim,
+            "model.group_out_dim": mo.group_out_dim,
+        }
+    )
     if mo.arch not in ARCHS:
         raise ConfigError(f"model.arch: unknown architecture {mo.arch!r} (known: {', '.join(ARCHS)})")
     if mo.pos_embed_interp not in POS_EMBED_INTERP:
         raise ConfigError(
             f"model.pos_embed_interp: one of {', '.join(POS_EMBED_INTERP)}; got {mo.pos_embed_interp!r}"
+        )
+    if mo.embed_dim is not None and mo.num_heads is not None and mo.embed_dim % mo.num_heads:
+        raise ConfigError(
+            f"model.embed_dim: {mo.embed_dim} is not divisible by model.num_heads={mo.num_heads}"
         )
     for key, size in (("data.image_size", d.image_size), ("data.local_crop_size", d.local_crop_size)):
         if size % mo.patch_size:
@@ -357,11 +395,3 @@ def validate(cfg: MugsConfig, check_data: bool = True) -> None:
             raise ConfigError(f"{key}: expected [low, high] with 0 < low <= high <= 1, got {sc}")
     if d.dataset not in DATASETS:
         raise ConfigError(f"data.dataset: unknown dataset {d.dataset!r} (known: {', '.join(DATASETS)})")
-    if mo.embed_dim is not None and mo.num_heads is not None and mo.embed_dim % mo.num_heads:
-        raise ConfigError(
-            f"model.embed_dim: {mo.embed_dim} is not divisible by model.num_heads={mo.num_heads}"
-        )
-    if check_data:
-        from mugs.data.datasets import check_data_available
-
-        check_data_available(d)

@@ -28,8 +28,6 @@ from mugs.models.network import MugsNetwork
 from mugs.optim import build_optimizer, cancel_last_layer_grad, clip_gradients_per_tensor, set_schedule
 from mugs.schedules import cosine_schedule
 
-CHECKPOINT_NAME = "checkpoint.pth"
-
 
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite; training stops."""
@@ -52,7 +50,6 @@ class Trainer:
         if device is None:
             device = torch.device(f"cuda:{self.dist.local_rank}" if torch.cuda.is_available() else "cpu")
         self.device = device
-        w = cfg.method.loss_weights
 
         torch.manual_seed(cfg.seed)  # identical initial weights on every rank
         self.student = MugsNetwork(cfg, student=True).to(device)
@@ -63,8 +60,8 @@ class Trainer:
         self._sync_batchnorm(device)
         d = self.student.backbone.embed_dim
         m = cfg.method
-        self.student_memory = LocalGroupMemory(d, m.memory_size, m.topk).to(device) if w[1] > 0 else None
-        self.teacher_memory = LocalGroupMemory(d, m.memory_size, m.topk).to(device) if w[1] > 0 else None
+        self.student_memory = LocalGroupMemory(d, m.memory_size, m.topk).to(device) if m.uses_local_group else None
+        self.teacher_memory = LocalGroupMemory(d, m.memory_size, m.topk).to(device) if m.uses_local_group else None
         self.loss = MultiGranularLoss(cfg).to(device)
         self.optimizer = build_optimizer(self.student, device)
         s_named = dict(self.student.named_parameters())
@@ -268,7 +265,7 @@ class Trainer:
     # ------------------------------------------------------------ checkpoint
     @property
     def checkpoint_path(self) -> Path:
-        return self.out_dir / CHECKPOINT_NAME
+        return self.out_dir / ckpt.CHECKPOINT_NAME
 
     def state_dict(self) -> dict[str, Any]:
         rng = ckpt.rng_state()

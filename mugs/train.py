@@ -17,9 +17,9 @@ from pathlib import Path
 from mugs.callbacks import Callback, JsonlMetrics, ProgressBar
 from mugs.checkpoint import atomic_write_text
 from mugs.config import ConfigError, MugsConfig, build_config, load_yaml_file
+from mugs.errors import EXIT_REQUEUED
 from mugs.presets import list_presets
 
-EXIT_PREEMPTED = 75
 EXIT_CONFIG = 2
 EXIT_NONFINITE = 3
 
@@ -97,7 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"FAILED: {e}", file=sys.stderr)
         return EXIT_NONFINITE
     print(json.dumps({"status": status, "step": trainer.step, "checkpoint": str(trainer.checkpoint_path)}))
-    return EXIT_PREEMPTED if status == "preempted" else 0
+    return EXIT_REQUEUED if status == "preempted" else 0
 
 
 if __name__ == "__main__":

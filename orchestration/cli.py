@@ -222,10 +222,13 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_cancel(args: argparse.Namespace) -> int:
     from orchestration.status import cancel_trial
+    from orchestration.trial import file_state
 
     for d in _trial_dirs(Path(args.workdir), args.trial):
-        cancel_trial(d)
-        print(f"cancelled {d.name}")
+        if cancel_trial(d):
+            print(f"cancelled {d.name}")
+        else:
+            print(f"{d.name}: already ended ({file_state(d).value}); nothing to cancel")
     return 0
 
 
@@ -237,7 +240,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
     for d in _trial_dirs(Path(args.workdir), args.trial):
         spec = TrialSpec.load(d)
         if spec.run_id:
-            n = tracking.sync_spool(spec.tracking_uri, spec.run_id, d / "mlflow_spool.jsonl")
+            n = tracking.sync_spool(spec.tracking_uri, spec.run_id, spec.paths.spool)
             status = finalize_run(spec)
             print(f"{d.name}: delivered {n} buffered metric values; run {status or 'in progress'}")
     return 0

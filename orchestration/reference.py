@@ -19,8 +19,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from mugs.eval import PIXEL_DATASETS, PIXELS
+from orchestration import tags
 
-REFERENCE_TAG = "mugs.reference"  # on a reference trial's MLflow run: its kind
+REFERENCE_TAG = tags.REFERENCE  # on a reference trial's MLflow run: its kind
 REFERENCE_COLUMN = "reference"  # its kind in trials.csv and in the report's frames and CSV ("" otherwise)
 UNTRAINED = "untrained"  # the kind of the planned reference trial (0 training steps)
 REFERENCE_LABELS = {UNTRAINED: "reference: untrained network", PIXELS: "reference: raw pixels"}

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
 from mugs.config import MugsConfig
-from orchestration import tracking
+from orchestration import tags, tracking
 from orchestration.backends import Backend
-from orchestration.reference import REFERENCE_TAG
-from orchestration.trial import TrialSpec, config_hash
+from orchestration.failpoints import failpoint
+from orchestration.trial import TrialPaths, TrialSpec, config_hash
 
 
 def absolutize_paths(cfg: MugsConfig) -> None:
@@ -45,46 +46,65 @@ def prepare_trial(
     """
     trial_dir = (workdir / "trials" / trial_id).resolve()
     trial_dir.mkdir(parents=True, exist_ok=True)
-    config = cfg.to_dict()
-    spec = TrialSpec(
-        trial_id=trial_id,
-        trial_dir=str(trial_dir),
-        config=config,
-        evals=list(evals),
-        tracking_uri=tracking_uri,
-        experiment=experiment,
-        sweep=sweep,
-        parent_run_id=parent_run_id,
-        max_requeues=max_requeues,
-        backend=backend,
-        reference=reference,
-    )
-    tags = {
+    if TrialPaths(trial_dir).spec.exists():  # an earlier attempt got this far: finish its work
+        spec = TrialSpec.load(trial_dir)
+        if spec.run_id:
+            return spec
+    else:
+        spec = TrialSpec(
+            trial_id=trial_id,
+            trial_dir=str(trial_dir),
+            config=cfg.to_dict(),
+            evals=list(evals),
+            tracking_uri=tracking_uri,
+            experiment=experiment,
+            sweep=sweep,
+            parent_run_id=parent_run_id,
+            max_requeues=max_requeues,
+            backend=backend,
+            reference=reference,
+            claim=uuid.uuid4().hex,
+        )
+        spec.save()  # before the run exists: a kill from here on leaves a claim the rerun resumes
+        failpoint("trial:claimed")
+    run_tags = {
         **tracking.run_tags_for_environment(),
-        "mugs.trial_id": trial_id,
-        "mugs.config_hash": spec.config_hash,
-        "mugs.backend": backend,
-        "mugs.preset": cfg.preset or "",
-        "mugs.evals": ",".join(evals),
-        "mugs.requeue_count": "0",
+        tags.TRIAL_ID: trial_id,
+        tags.CONFIG_HASH: spec.config_hash,
+        tags.BACKEND: backend,
+        tags.PRESET: cfg.preset or "",
+        tags.EVALS: ",".join(evals),
+        tags.REQUEUE_COUNT: "0",
         **(extra_tags or {}),
     }
     if sweep:
-        tags["mugs.sweep"] = sweep
+        run_tags[tags.SWEEP] = sweep
     if reference:
-        tags[REFERENCE_TAG] = reference
-    experiment_id = tracking.get_or_create_experiment(tracking_uri, experiment)
-    spec.run_id = tracking.create_run(
-        tracking_uri,
-        experiment_id,
-        trial_id,
-        tracking.flatten_config(config),
-        tags,
-        parent_run_id=parent_run_id,
-    )
-    (trial_dir / "mlflow_run_id").write_text(spec.run_id + "\n")
-    spec.save()
+        run_tags[tags.REFERENCE] = reference
+    _attach_run(spec, run_tags)
     return spec
+
+
+def _attach_run(spec: TrialSpec, run_tags: dict[str, str]) -> None:
+    """Create the trial's run, or adopt the one an interrupted attempt created (found by its claim
+    tag), and record its id in trial.yaml (atomically)."""
+    experiment_id = tracking.get_or_create_experiment(spec.tracking_uri, spec.experiment)
+    claim = spec.claim or uuid.uuid4().hex
+    found = tracking.find_runs(spec.tracking_uri, experiment_id, {tags.CLAIM: claim}) if spec.claim else []
+    if found:
+        spec.run_id = found[0]
+    else:
+        spec.claim = claim
+        spec.run_id = tracking.create_run(
+            spec.tracking_uri,
+            experiment_id,
+            spec.trial_id,
+            tracking.flatten_config(spec.config),
+            {**run_tags, tags.CLAIM: claim},
+            parent_run_id=spec.parent_run_id,
+        )
+        failpoint("trial:run_created")
+    spec.save()
 
 
 def submit_trial(spec: TrialSpec, backend: Backend, wait: bool) -> list[dict[str, Any]]:
@@ -93,11 +113,13 @@ def submit_trial(spec: TrialSpec, backend: Backend, wait: bool) -> list[dict[str
     except Exception as e:
         if spec.run_id:
             tracking.set_tags(
-                spec.tracking_uri, spec.run_id, {"mugs.failure_reason": f"submission failed: {e}"}
+                spec.tracking_uri, spec.run_id, {tags.FAILURE_REASON: f"submission failed: {e}"}
             )
             tracking.set_status(spec.tracking_uri, spec.run_id, "FAILED")
         raise
     ids = {f"{j['kind'] if j['kind'] == 'pretrain' else j['protocol']}": j["job_id"] for j in jobs}
     if spec.run_id and backend.name == "slurm":
-        tracking.set_tags(spec.tracking_uri, spec.run_id, {f"slurm.{k}_job_id": v for k, v in ids.items()})
+        tracking.set_tags(
+            spec.tracking_uri, spec.run_id, {tags.SLURM_JOB_ID.format(job=k): v for k, v in ids.items()}
+        )
     return jobs

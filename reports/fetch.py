@@ -31,6 +31,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Run, ViewType
 from mlflow.exceptions import MlflowException
 
+from orchestration import tags
 from orchestration.reference import REFERENCE_COLUMN, REFERENCE_TAG
 from reports.fetch_sql import (
     PRUNED_TAG,
@@ -42,15 +43,15 @@ from reports.fetch_sql import (
 )
 from reports.values import parse_value
 
-PARENT_RUN_TAG = "mlflow.parentRunId"
-SWEEP_TAG = "mugs.sweep"
-ROLE_TAG = "mugs.role"
-AXES_TAG = "mugs.axes"
-STATE_TAG = "mugs.sweep_state"
-EXPECTED_TAG = "mugs.trials_expected"
-TRIAL_ID_TAG = "mugs.trial_id"
-CONFIG_HASH_TAG = "mugs.config_hash"
-SETTING_HASH_TAG = "mugs.setting_hash"
+PARENT_RUN_TAG = tags.PARENT_RUN
+SWEEP_TAG = tags.SWEEP
+ROLE_TAG = tags.ROLE
+AXES_TAG = tags.AXES
+STATE_TAG = tags.SWEEP_STATE
+EXPECTED_TAG = tags.TRIALS_EXPECTED
+TRIAL_ID_TAG = tags.TRIAL_ID
+CONFIG_HASH_TAG = tags.CONFIG_HASH
+SETTING_HASH_TAG = tags.SETTING_HASH
 SPEC_ARTIFACT = "spec.yaml"
 TRIALS_ARTIFACT = "trials.csv"
 

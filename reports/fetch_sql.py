@@ -21,20 +21,21 @@ import pandas as pd
 import sqlalchemy as sa
 from mlflow import MlflowClient
 
+from orchestration import tags
 from orchestration.reference import REFERENCE_COLUMN, REFERENCE_TAG
 from reports.values import parse_value
 
 DATABASE_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
-PRUNED_TAG = "mugs.pruned"
+PRUNED_TAG = tags.PRUNED
 RUN_TAGS = {
     PRUNED_TAG: "pruned",
-    "mugs.trial_id": "trial_id",
-    "mugs.config_hash": "config_hash",
-    "mugs.setting_hash": "setting_hash",
+    tags.TRIAL_ID: "trial_id",
+    tags.CONFIG_HASH: "config_hash",
+    tags.SETTING_HASH: "setting_hash",
     REFERENCE_TAG: REFERENCE_COLUMN,
 }
-RUN_NAME_TAG = "mlflow.runName"
-PARENT_RUN_TAG = "mlflow.parentRunId"
+RUN_NAME_TAG = tags.RUN_NAME
+PARENT_RUN_TAG = tags.PARENT_RUN
 
 
 class FastPathMismatchError(RuntimeError):
@@ -199,7 +200,7 @@ def verify_sample(frame: pd.DataFrame, client: MlflowClient) -> None:
     expected |= {f"metrics.{k}": float(v) for k, v in run.data.metrics.items()}
     expected |= {
         "status": run_status(run.info.status, run.data.tags.get(PRUNED_TAG)),
-        "trial_id": run.data.tags.get("mugs.trial_id"),
+        "trial_id": run.data.tags.get(tags.TRIAL_ID),
     }
     bad = [k for k, v in expected.items() if not _same(row.get(k), v)]
     extra = [

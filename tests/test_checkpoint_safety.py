@@ -35,8 +35,16 @@ def test_rng_state_round_trips_through_a_safe_load(tmp_path):
 def test_older_numpy_rng_state_still_loads(tmp_path):
     """Checkpoints written before the numpy state became plain lists held an ndarray."""
     path = tmp_path / "old.pth"
-    torch.save({"rng": {"python": random.getstate(), "numpy": np.random.get_state(),
-                        "torch": torch.get_rng_state()}}, path)
+    torch.save(
+        {
+            "rng": {
+                "python": random.getstate(),
+                "numpy": np.random.get_state(),
+                "torch": torch.get_rng_state(),
+            }
+        },
+        path,
+    )
     np_before = np.random.rand()
     ckpt.set_rng_state(ckpt.load(path)["rng"])
     assert np.random.rand() == np_before

@@ -234,7 +234,7 @@ def _trial(root: Path, name: str, metrics: dict[str, float]) -> Path:
 def test_status_and_sweep_summary_flag_a_collapsed_trial(tmp_path, capsys):
     from orchestration.cli import cmd_status
     from orchestration.status import trial_status
-    from orchestration.sweeps.driver import summarize
+    from orchestration.sweeps.summary import summarize
     from orchestration.sweeps.trial_state import collapsed
 
     d, p = 64, 512

@@ -77,7 +77,7 @@ def test_runner_on_another_host_is_stopped_by_file_never_by_pid(tmp_path, mlflow
     import socket
     import time
 
-    from orchestration.backends.local import HEARTBEAT_S, LocalBackend, _runner_alive
+    from orchestration.backends.local import HEARTBEAT_S, LocalBackend, runner_alive
     from orchestration.trial import TrialSpec
 
     wd = tmp_path / "runs"
@@ -95,13 +95,13 @@ def test_runner_on_another_host_is_stopped_by_file_never_by_pid(tmp_path, mlflow
     try:
         (trial / "runner.pid").write_text(f"{sleeper.pid} not-{socket.gethostname()}\n")
         (trial / "runner.heartbeat").touch()
-        assert _runner_alive(trial)
+        assert runner_alive(trial)
         LocalBackend().cancel(TrialSpec.load(trial))
         time.sleep(1)
         assert sleeper.poll() is None, "a pid from another host was signalled"
         stale = time.time() - 7 * HEARTBEAT_S
         os.utime(trial / "runner.heartbeat", (stale, stale))
-        assert not _runner_alive(trial)
+        assert not runner_alive(trial)
     finally:
         os.killpg(sleeper.pid, signal.SIGKILL)
 

@@ -23,19 +23,18 @@ class MultiGranularLoss(nn.Module):
         m, mc = cfg.method, cfg.model
         self.cfg = cfg
         self.weights = [float(x) for x in m.loss_weights]
-        w = self.weights
         self.instance = (
             InfoNCEQueueLoss(mc.instance_out_dim, m.instance_queue_size, m.instance_temp)
-            if w[0] > 0
+            if m.uses_instance
             else None
         )
         self.local_group = (
             InfoNCEQueueLoss(mc.local_group_out_dim, m.local_group_queue_size, m.local_group_temp)
-            if w[1] > 0
+            if m.uses_local_group
             else None
         )
         self.group = (
-            GroupLoss(mc.group_out_dim, m.group_student_temp, m.center_momentum) if w[2] > 0 else None
+            GroupLoss(mc.group_out_dim, m.group_student_temp, m.center_momentum) if m.uses_group else None
         )
 
     def teacher_temp(self, epoch: int) -> float:

@@ -29,7 +29,6 @@ ARCH_DIMS: dict[str, tuple[int, int, int]] = {
 }
 
 
-
 def interpolate_pos_embed_dino(
     pos_embed: torch.Tensor, new_grid: tuple[int, int], old_grid: tuple[int, int], num_prefix: int = 1
 ) -> torch.Tensor:

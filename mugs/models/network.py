@@ -50,7 +50,7 @@ class LocalGroupBranch(nn.Module):
 class MugsNetwork(nn.Module):
     def __init__(self, cfg: MugsConfig, student: bool) -> None:
         super().__init__()
-        mc, w = cfg.model, cfg.method.loss_weights
+        mc, m = cfg.model, cfg.method
         self.global_size = cfg.data.image_size
         self.backbone = ViTBackbone(
             mc.arch,
@@ -75,10 +75,10 @@ class MugsNetwork(nn.Module):
                 use_bn=mc.use_bn_in_head,
             )
 
-        self.instance_head = contrastive(mc.instance_out_dim) if w[0] > 0 else None
+        self.instance_head = contrastive(mc.instance_out_dim) if m.uses_instance else None
         self.local_group = (
             LocalGroupBranch(d, self.backbone.num_heads, contrastive(mc.local_group_out_dim))
-            if w[1] > 0
+            if m.uses_local_group
             else None
         )
         self.group_head = (
@@ -90,7 +90,7 @@ class MugsNetwork(nn.Module):
                 norm_last_layer=mc.norm_last_layer,
                 use_bn=mc.use_bn_in_head,
             )
-            if w[2] > 0
+            if m.uses_group
             else None
         )
 

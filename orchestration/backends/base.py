@@ -17,6 +17,18 @@ TERMINAL = {
     "BOOT_FAIL",
     "DEADLINE",
 }
+# the MLflow run status a chain's job state implies when it is the reason the chain stopped
+JOB_END_STATUS = {
+    "COMPLETED": "FINISHED",
+    "CANCELLED": "KILLED",  # scancel, mugs-orch cancel, a dependency never satisfied
+    "PREEMPTED": "KILLED",  # resumable: a rerun requeues it
+    "FAILED": "FAILED",
+    "TIMEOUT": "FAILED",
+    "OUT_OF_MEMORY": "FAILED",
+    "NODE_FAIL": "FAILED",
+    "BOOT_FAIL": "FAILED",
+    "DEADLINE": "FAILED",
+}
 JobState = (
     dict  # {"kind": "pretrain"|"eval", "protocol": str|None, "job_id": str, "state": str, "exit_code": str}
 )

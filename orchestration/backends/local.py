@@ -1,15 +1,23 @@
 """Local backend: a detached runner process executes the chain on this machine.
 
-The runner runs the jobs one after another in its own process, reruns a pretraining job that exited "requeued"
-(up to the trial's bound), skips evaluations when pretraining failed, and records states in the
-trial's jobs.json. ``runner.pid`` holds its pid and host; a runner on another host (a Ray
-worker node) is alive while it refreshes ``runner.heartbeat``, and is stopped through the
-``CANCEL_REQUESTED`` file the pretraining task watches (a pid from another host is never
-signalled).
+The runner runs each job of the chain in a child process (``python -m orchestration.jobs.run``),
+one after another, so that a job killed by a signal (SIGKILL, the OOM killer) is recorded: its
+state, a FAILED marker and the run's status with the reason. It reruns a pretraining job that
+exited "requeued" (up to the trial's bound), skips evaluations when pretraining failed, and
+records states in the trial's jobs.json.
+
+``runner.pid`` identifies the runner (:mod:`orchestration.backends.liveness`: pid, host, boot
+id, start time), written by the launcher before it returns and removed by the runner on exit;
+a runner is alive only if that very process still runs, so a reused pid after a reboot is
+neither waited on nor signalled. A runner on another host (a Ray worker node) is alive while it
+refreshes ``runner.heartbeat``, and is stopped through the ``CANCEL_REQUESTED`` file the
+pretraining task watches. Starting a runner is a claim under ``runner.lock``: two drivers
+never start two runners for one trial.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
 import socket
@@ -17,14 +25,16 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+from mugs.errors import EXIT_REQUEUED
+from orchestration import tags
 from orchestration.backends.base import TERMINAL, JobState
-from orchestration.jobs.requeue import EXIT_REQUEUED
-from orchestration.trial import CANCEL_FILE, TrialSpec, read_jobs, write_jobs
+from orchestration.backends.liveness import ProcessRecord, read_record, remove_if_mine, write_record
+from orchestration.trial import TrialPaths, TrialSpec, read_jobs, write_jobs
 
-PID_FILE = "runner.pid"
-HEARTBEAT_FILE = "runner.heartbeat"
 HEARTBEAT_S = 10.0
 
 
@@ -48,29 +58,40 @@ class LocalBackend:
             {"kind": "eval", "protocol": p, "job_id": f"local-{p}", "state": "PENDING", "exit_code": ""}
             for p in spec.evals
         ]
-        write_jobs(spec.dir, jobs)
-        logs = spec.dir / "logs"
-        logs.mkdir(parents=True, exist_ok=True)
+        paths = spec.paths
+        with claim(paths) as free:
+            if not free:
+                raise RunnerBusy(
+                    f"{spec.trial_id}: a runner of this trial is alive (pid file {paths.runner_pid})"
+                )
+            write_jobs(spec.dir, jobs)
+            proc = self._launch(paths)
+        if wait:
+            proc.wait()
+        return read_jobs(spec.dir)
+
+    def _launch(self, paths: TrialPaths) -> subprocess.Popen:
+        paths.logs.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ)
         if self.threads:
             env.update(OMP_NUM_THREADS=str(self.threads), MUGS_NUM_THREADS=str(self.threads))
-        with open(logs / "runner.log", "ab") as log:
+        with open(paths.logs / "runner.log", "ab") as log:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "orchestration.backends.local", str(spec.dir)],
+                [sys.executable, "-m", "orchestration.backends.local", str(paths.dir)],
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
             )
-        (spec.dir / PID_FILE).write_text(f"{proc.pid} {socket.gethostname()}\n")
-        if wait:
-            proc.wait()
-        return read_jobs(spec.dir)
+        rec = ProcessRecord.of(proc.pid)
+        if rec is not None:  # None only if it already exited (it is not reaped before our wait)
+            write_record(paths.runner_pid, rec)
+        return proc
 
     def states(self, spec: TrialSpec) -> list[JobState]:
         jobs = read_jobs(spec.dir)
-        if not _runner_alive(spec.dir):
+        if not runner_alive(spec.dir):
             for j in jobs:  # runner died without recording an end (killed -9, machine reboot)
                 if j["state"] not in TERMINAL:
                     j["state"] = "FAILED" if j["state"] == "RUNNING" else "CANCELLED"
@@ -78,60 +99,55 @@ class LocalBackend:
         return jobs
 
     def cancel(self, spec: TrialSpec) -> None:
-        (spec.dir / CANCEL_FILE).write_text(f"{time.time():.3f}\n")
-        pid = _local_pid(spec.dir)
-        if pid is not None and _runner_alive(spec.dir):
-            os.killpg(pid, signal.SIGTERM)  # same host: stop now rather than at the next log step
+        """Ask the trial to stop (the file works from any host); signal the runner's process group
+        only when the pid file provably names the live runner on this host."""
+        spec.paths.cancel_request.write_text(f"{time.time():.3f}\n")
+        rec, _ = read_record(spec.paths.runner_pid)
+        if rec is not None and rec.alive_here():
+            try:
+                os.killpg(rec.pid, signal.SIGTERM)  # same host: stop now rather than at the next log step
+            except (ProcessLookupError, PermissionError):
+                pass  # it ended meanwhile, or it is not ours to signal: the file still stops it
 
 
-def _read_pid(trial_dir: Path) -> tuple[int, str | None] | None:
-    try:
-        parts = (Path(trial_dir) / PID_FILE).read_text().split()
-        return int(parts[0]), (parts[1] if len(parts) > 1 else None)
-    except (OSError, ValueError, IndexError):
-        return None
+class RunnerBusy(RuntimeError):
+    """A live runner already holds the trial."""
 
 
-def _local_pid(trial_dir: Path) -> int | None:
-    """The runner's pid if it runs on this host (None for another host: never signal it)."""
-    rec = _read_pid(trial_dir)
-    return None if rec is None or not _on_this_host(rec) else rec[0]
-
-
-def _on_this_host(rec: tuple[int, str | None]) -> bool:
-    return rec[1] is None or rec[1] == socket.gethostname()
-
-
-def _runner_alive(trial_dir: Path) -> bool:
-    rec = _read_pid(trial_dir)
-    if rec is None:
-        return False
-    pid = rec[0]
-    if not _on_this_host(rec):  # another host: alive while the heartbeat is fresh
+@contextmanager
+def claim(paths: TrialPaths) -> Iterator[bool]:
+    """Hold the trial's ``runner.lock`` while deciding to start a runner; yields whether none is alive."""
+    paths.dir.mkdir(parents=True, exist_ok=True)
+    with open(paths.dir / "runner.lock", "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
         try:
-            age = time.time() - (Path(trial_dir) / HEARTBEAT_FILE).stat().st_mtime
+            yield not runner_alive(paths.dir)
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def runner_alive(trial_dir: Path) -> bool:
+    """Whether the trial's runner still runs: the recorded process itself on this host; on another
+    host, while its heartbeat is fresh. A record that proves nothing counts as gone."""
+    paths = TrialPaths(Path(trial_dir))
+    rec, host = read_record(paths.runner_pid)
+    if host is None:
+        return False
+    if host != socket.gethostname():
+        try:
+            age = time.time() - paths.heartbeat.stat().st_mtime
         except OSError:
             return False
         return age < 6 * HEARTBEAT_S
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # a zombie child of a still-running parent counts as gone
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return stat.split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return True
+    return rec is not None and rec.alive_here()
 
 
-def _heartbeat(trial_dir: Path) -> None:
+def _heartbeat(paths: TrialPaths) -> None:
     """Touch the heartbeat file while the runner lives (a daemon thread)."""
-    path = trial_dir / HEARTBEAT_FILE
 
     def beat() -> None:
         while True:
-            path.touch()
+            paths.heartbeat.touch()
             time.sleep(HEARTBEAT_S)
 
     threading.Thread(target=beat, name="runner-heartbeat", daemon=True).start()
@@ -143,85 +159,90 @@ def _set(trial_dir: Path, idx: int, **kw: str) -> None:
     write_jobs(trial_dir, jobs)
 
 
-def _run_job(spec: TrialSpec, job: JobState) -> int:
-    """Run one job in this process; its exit code (SystemExit codes pass through)."""
-    from orchestration.jobs import EvalTask, PretrainTask
+class _Runner:
+    """The chain of one trial, each job in a child process of this one (same process group, so a
+    cancel's SIGTERM reaches both: the job checkpoints and exits, the runner records it)."""
 
-    try:
-        if job["kind"] == "pretrain":
-            PretrainTask(spec)()
-        else:
-            EvalTask(spec, job["protocol"])()
+    def __init__(self, trial_dir: Path) -> None:
+        self.paths = TrialPaths(trial_dir)
+        self.spec = TrialSpec.load(trial_dir)
+        self.cancelled = False
+        self.child: subprocess.Popen | None = None
+
+    def on_term(self, signum: int, _frame: object) -> None:
+        self.cancelled = True  # the child got the same signal (process group); wait for it
+
+    def job_command(self, job: JobState) -> list[str]:
+        cmd = [sys.executable, "-m", "orchestration.jobs.run", job["kind"], str(self.paths.dir)]
+        return cmd + (["--protocol", job["protocol"]] if job["kind"] == "eval" else [])
+
+    def run_job(self, job: JobState, attempt: int) -> int:
+        """The job's exit code; minus the signal number if a signal ended it."""
+        env = {**os.environ, "MUGS_REQUEUE_COUNT": str(attempt), "MUGS_RUNNER_PID": str(os.getpid())}
+        self.child = subprocess.Popen(self.job_command(job), env=env, stdin=subprocess.DEVNULL)
+        return self.child.wait()  # a SIGTERM meanwhile only sets the flag; the wait goes on
+
+    def run_with_requeues(self, i: int, job: JobState) -> int:
+        attempt = 0
+        while True:
+            _set(self.paths.dir, i, state="RUNNING", start=str(time.time()), attempt=str(attempt))
+            rc = self.run_job(job, attempt)
+            if self.paths.cancelled.exists() or self.paths.cancel_request.exists():
+                self.cancelled = True
+            if rc == EXIT_REQUEUED and not self.cancelled and attempt < self.spec.max_requeues:
+                attempt += 1
+                _set(self.paths.dir, i, state="REQUEUED")
+                continue
+            return rc
+
+    def record_end(self, i: int, job: JobState, rc: int) -> bool:
+        """Record the job's end; whether it failed (the chain's later jobs are then cancelled)."""
+        if rc == 0:
+            _set(self.paths.dir, i, state="COMPLETED", exit_code="0:0", end=str(time.time()))
+            return False
+        state = "CANCELLED" if self.cancelled else "FAILED"
+        code = f"{rc}:0" if rc > 0 else f"0:{-rc}"  # sacct's exit:signal
+        _set(self.paths.dir, i, state=state, exit_code=code, end=str(time.time()))
+        if rc < 0 and not self.cancelled:
+            record_killed_job(self.spec, job, -rc)
+        return True
+
+    def __call__(self) -> int:
+        signal.signal(signal.SIGTERM, self.on_term)
+        signal.signal(signal.SIGUSR2, signal.SIG_IGN)  # preemption is the job's to handle
+        _heartbeat(self.paths)
+        failed = False
+        for i, job in enumerate(read_jobs(self.paths.dir)):
+            self.cancelled = self.cancelled or self.paths.cancel_request.exists()
+            if failed or self.cancelled:
+                why = "dependency never satisfied" if failed else "cancelled"
+                _set(self.paths.dir, i, state="CANCELLED", exit_code=why)
+                continue
+            failed = self.record_end(i, job, self.run_with_requeues(i, job))
         return 0
-    except SystemExit as e:
-        return e.code if isinstance(e.code, int) else 1
-    except Exception:
-        import traceback
 
-        traceback.print_exc()
-        return 1
+
+def record_killed_job(spec: TrialSpec, job: JobState, signum: int) -> None:
+    """A job ended by a signal wrote nothing: the FAILED marker and the run's status say why."""
+    from orchestration import tracking
+    from orchestration.jobs.tracking_calls import safe
+
+    name = signal.Signals(signum).name if signum in signal.valid_signals() else str(signum)
+    what = job["kind"] if job["kind"] == "pretrain" else f"eval:{job['protocol']}"
+    reason = f"{what} killed by {name}" + (" (kill -9 or the out-of-memory killer)" if signum == 9 else "")
+    spec.paths.failed.write_text(reason + "\n")
+    if spec.run_id:
+        safe(tracking.set_tags, spec.tracking_uri, spec.run_id, {tags.FAILURE_REASON: reason})
+        safe(tracking.set_status, spec.tracking_uri, spec.run_id, "FAILED")
 
 
 def run_chain(trial_dir: Path) -> int:
-    """The runner: pretrain (rerun while it asks to be requeued, within the bound), then evals.
-
-    Jobs run in this process, one after another (the tasks install their own SIGTERM/SIGUSR2
-    handlers while training); a SIGTERM before or between jobs cancels what is left.
-    """
-    spec = TrialSpec.load(trial_dir)
-    jobs = read_jobs(trial_dir)
-    cancelled = False
-    if os.environ.get("MUGS_NUM_THREADS", "").isdigit():
-        import torch
-
-        torch.set_num_threads(int(os.environ["MUGS_NUM_THREADS"]))
-
-    def on_term(signum: int, _frame: object) -> None:
-        nonlocal cancelled
-        cancelled = True
-        raise SystemExit(1)
-
-    signal.signal(signal.SIGTERM, on_term)
-    _heartbeat(trial_dir)
-    failed = False
-    for i, job in enumerate(jobs):
-        cancelled = cancelled or (trial_dir / CANCEL_FILE).exists()
-        if failed or cancelled:
-            _set(
-                trial_dir,
-                i,
-                state="CANCELLED",
-                exit_code="dependency never satisfied" if failed else "cancelled",
-            )
-            continue
-        attempt = 0
-        while True:
-            os.environ["MUGS_REQUEUE_COUNT"] = str(attempt)
-            _set(trial_dir, i, state="RUNNING", start=str(time.time()), attempt=str(attempt))
-            try:
-                rc = _run_job(spec, job)
-            except SystemExit:  # SIGTERM outside training
-                rc = 1
-            signal.signal(signal.SIGTERM, on_term)  # the task replaced it while training
-            if _killed(trial_dir):
-                cancelled = True
-            if rc == EXIT_REQUEUED and not cancelled and attempt < spec.max_requeues:
-                attempt += 1
-                _set(trial_dir, i, state="REQUEUED")
-                continue
-            break
-        if rc == 0:
-            _set(trial_dir, i, state="COMPLETED", exit_code="0:0", end=str(time.time()))
-        else:
-            state = "CANCELLED" if cancelled else "FAILED"
-            _set(trial_dir, i, state=state, exit_code=f"{rc}:0", end=str(time.time()))
-            failed = True
-    return 0
-
-
-def _killed(trial_dir: Path) -> bool:
-    """The pretraining task records a cancellation in the trial directory."""
-    return (trial_dir / "CANCELLED").exists()
+    """The runner: pretrain (rerun while it asks to be requeued, within the bound), then evals;
+    its pid file is removed when it ends."""
+    try:
+        return _Runner(trial_dir)()
+    finally:
+        remove_if_mine(TrialPaths(trial_dir).runner_pid)
 
 
 if __name__ == "__main__":

@@ -141,7 +141,7 @@ class SlurmBackend:
                 {"kind": "eval", "protocol": p, "job_id": str(j.job_id), "state": "PENDING", "exit_code": ""}
             )
             write_jobs(spec.dir, jobs)
-        (spec.dir / "snapshot").write_text(str(snapshot))
+        spec.paths.snapshot.write_text(str(snapshot))
         if wait:
             return self.wait(spec)
         return jobs

@@ -14,7 +14,7 @@ from typing import Any
 
 from mugs.callbacks import Callback
 from mugs.config import config_from_dict, validate
-from orchestration import tracking
+from orchestration import tags, tracking
 from orchestration.jobs.requeue import EXIT_REQUEUED, requeue_count, requeue_self, slurm_job_id
 from orchestration.jobs.tracking_calls import finalize_run, safe
 from orchestration.reference import UNTRAINED
@@ -64,60 +64,94 @@ class PretrainTask:
         signal.signal(signal.SIGTERM, cancel)  # scancel / local cancel
 
     def __call__(self) -> dict[str, Any]:
-        from mugs.callbacks import JsonlMetrics, ProgressBar
-        from mugs.checkpoint import atomic_write_text
         from mugs.distributed import init_distributed
-        from mugs.engine import NonFiniteLossError, Trainer
 
         spec = self.spec
-        out = spec.dir
         ctx = init_distributed()
-        main = ctx.is_main
-        uri, run_id = spec.tracking_uri, spec.run_id
         attempt = requeue_count()
-        spool = out / "mlflow_spool.jsonl"
-        if main and run_id:
-            safe(tracking.sync_spool, uri, run_id, spool)  # metrics a previous attempt could not deliver
-            tags = {
-                "mugs.requeue_count": str(attempt),
-                "mugs.host": socket.gethostname(),
-                "mugs.code_dir": str(Path(__file__).resolve().parents[2]),  # the snapshot on SLURM
-            }
-            job = slurm_job_id()
-            if job:
-                tags["slurm.pretrain_job_id"] = job
-            safe(tracking.set_tags, uri, run_id, tags)
-            safe(tracking.set_status, uri, run_id, "RUNNING")
-
+        if ctx.is_main:
+            self._announce(attempt)
         threads = os.environ.get("SLURM_CPUS_PER_TASK") or os.environ.get("MUGS_NUM_THREADS")
         if threads and threads.isdigit():
             import torch
 
             torch.set_num_threads(int(threads))
-        if main:
-            with open(out / "pretrain_starts.log", "a") as f:
-                f.write(
-                    f"{time.time():.3f} pid={os.getpid()} attempt={attempt} host={socket.gethostname()}\n"
+        trainer, status = self._train(ctx)
+        if status == "completed":
+            if ctx.is_main:
+                self._completed(trainer.step)
+            return {"status": "completed", "step": trainer.step, "checkpoint": str(spec.checkpoint)}
+        if self._stop_reason == "cancelled":  # stopped early: cancelled, or preempted / timed out
+            self._cancelled(trainer.step, ctx.is_main)
+            sys.exit(1)
+        if attempt >= spec.max_requeues:
+            reason = f"preempted or timed out {attempt + 1} times; requeue limit {spec.max_requeues} reached"
+            self._fail(reason)
+            raise RuntimeError(reason)
+        if ctx.is_main:
+            if spec.run_id:
+                safe(
+                    tracking.set_tags, spec.tracking_uri, spec.run_id, {tags.REQUEUE_COUNT: str(attempt + 1)}
                 )
-        cfg = config_from_dict(spec.config)
-        validate(cfg)
-        callbacks: list[Any] = [JsonlMetrics(out / "metrics.jsonl"), ProgressBar()]
+            requeue_self()  # on SLURM: same job id, back to PENDING; locally the runner reruns us
+        # Exit without a result so submitit does not consider the job done.
+        sys.exit(EXIT_REQUEUED)
+
+    def _announce(self, attempt: int) -> None:
+        """Rank 0: deliver what a previous attempt could not, tag the run as running."""
+        spec = self.spec
+        if spec.run_id:
+            uri, run_id = spec.tracking_uri, spec.run_id
+            safe(tracking.sync_spool, uri, run_id, spec.paths.spool)
+            new_tags = {
+                tags.REQUEUE_COUNT: str(attempt),
+                tags.HOST: socket.gethostname(),
+                tags.CODE_DIR: str(Path(__file__).resolve().parents[2]),  # the snapshot on SLURM
+            }
+            job = slurm_job_id()
+            if job:
+                new_tags[tags.SLURM_JOB_ID.format(job="pretrain")] = job
+            safe(tracking.set_tags, uri, run_id, new_tags)
+            safe(tracking.set_status, uri, run_id, "RUNNING")
+
+    def _log_start(self, attempt: int, from_step: int) -> None:
+        """One line per start of pretraining (rank 0), with the step it resumed from (0: fresh)."""
+        line = f"{time.time():.3f} pid={os.getpid()} attempt={attempt} host={socket.gethostname()} from_step={from_step}"
+        with open(self.spec.paths.starts, "a") as f:
+            f.write(line + "\n")
+
+    def _callbacks(self, is_main: bool) -> list[Any]:
+        from mugs.callbacks import JsonlMetrics, ProgressBar
+
+        spec = self.spec
+        callbacks: list[Any] = [JsonlMetrics(spec.paths.metrics), ProgressBar()]
         if spec.backend != "slurm":  # SLURM jobs are stopped by scancel; runners (also Ray
             # workers inside an allocation) may sit on a host no signal from the driver reaches
-            callbacks.append(_StopFileWatcher(self, out))
-        mlflow_cb = None
-        if main and run_id:
-            mlflow_cb = tracking.MlflowMetricsCallback(uri, run_id, spool)
-            callbacks.append(mlflow_cb)
+            callbacks.append(_StopFileWatcher(self, spec.dir))
+        if is_main and spec.run_id:
+            callbacks.append(tracking.MlflowMetricsCallback(spec.tracking_uri, spec.run_id, spec.paths.spool))
+        return callbacks
+
+    def _train(self, ctx: Any) -> tuple[Any, str]:
+        """Build, resume and run the trainer; a failure writes the FAILED marker and the run's status."""
+        from mugs.atomic import atomic_write_text
+        from mugs.engine import NonFiniteLossError, Trainer
+
+        spec = self.spec
+        cfg = config_from_dict(spec.config)
+        validate(cfg)
+        callbacks = self._callbacks(ctx.is_main)
         try:
-            if main:
-                atomic_write_text(out / "config.yaml", cfg.to_yaml())
-            trainer = Trainer(cfg, out, callbacks=callbacks, dist_ctx=ctx)
+            if ctx.is_main:
+                atomic_write_text(spec.paths.config, cfg.to_yaml())
+            trainer = Trainer(cfg, spec.dir, callbacks=callbacks, dist_ctx=ctx)
             trainer.maybe_resume()
+            if ctx.is_main:
+                self._log_start(requeue_count(), trainer.step)
             if spec.reference == UNTRAINED:  # a reference trial: the initial weights, 0 steps
                 trainer.total_steps = 0
             self._install_signal_handlers(trainer)
-            status = trainer.fit()
+            return trainer, trainer.fit()
         except NonFiniteLossError as e:
             self._fail(f"non-finite loss: {e}")
             raise
@@ -125,41 +159,30 @@ class PretrainTask:
             self._fail(f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=5)}")
             raise
         finally:
-            if mlflow_cb is not None:
-                mlflow_cb.close()
+            for cb in callbacks:
+                if isinstance(cb, tracking.MlflowMetricsCallback):
+                    cb.close()
 
-        if status == "completed":
-            if main:
-                (out / "PRETRAINED").write_text(f"{trainer.step}\n")
-                if run_id:
-                    safe(tracking.log_artifact, uri, run_id, out / "config.yaml")
-                    finalize_run(spec)
-            return {"status": "completed", "step": trainer.step, "checkpoint": str(spec.checkpoint)}
+    def _completed(self, step: int) -> None:
+        spec = self.spec
+        spec.paths.pretrained.write_text(f"{step}\n")
+        if spec.run_id:
+            safe(tracking.log_artifact, spec.tracking_uri, spec.run_id, spec.paths.config)
+            finalize_run(spec)
 
-        # stopped early: cancelled, or preempted / timed out
-        if self._stop_reason == "cancelled":
-            why = f"cancelled at step {trainer.step}"
-            if (out / PRUNED_FILE).exists():  # the sweep's pruner stopped this trial
-                why = f"{(out / PRUNED_FILE).read_text().strip()}; stopped at step {trainer.step}"
-            (out / "CANCELLED").write_text(why + "\n")
-            if main and run_id:
-                safe(tracking.set_tags, uri, run_id, {"mugs.failure_reason": why})
-                safe(tracking.set_status, uri, run_id, "KILLED")
-            sys.exit(1)
-        if attempt >= spec.max_requeues:
-            reason = f"preempted or timed out {attempt + 1} times; requeue limit {spec.max_requeues} reached"
-            self._fail(reason)
-            raise RuntimeError(reason)
-        if main:
-            if run_id:
-                safe(tracking.set_tags, uri, run_id, {"mugs.requeue_count": str(attempt + 1)})
-            requeue_self()  # on SLURM: same job id, back to PENDING; locally the runner reruns us
-        # Exit without a result so submitit does not consider the job done.
-        sys.exit(EXIT_REQUEUED)
+    def _cancelled(self, step: int, is_main: bool) -> None:
+        spec, paths = self.spec, self.spec.paths
+        why = f"cancelled at step {step}"
+        if paths.pruned.exists():  # the sweep's pruner stopped this trial
+            why = f"{paths.pruned.read_text().strip()}; stopped at step {step}"
+        paths.cancelled.write_text(why + "\n")
+        if is_main and spec.run_id:
+            safe(tracking.set_tags, spec.tracking_uri, spec.run_id, {tags.FAILURE_REASON: why})
+            safe(tracking.set_status, spec.tracking_uri, spec.run_id, "KILLED")
 
     def _fail(self, reason: str) -> None:
         spec = self.spec
-        (Path(spec.trial_dir) / "FAILED").write_text(reason + "\n")
+        spec.paths.failed.write_text(reason + "\n")
         if spec.run_id:
-            safe(tracking.set_tags, spec.tracking_uri, spec.run_id, {"mugs.failure_reason": reason[:4000]})
+            safe(tracking.set_tags, spec.tracking_uri, spec.run_id, {tags.FAILURE_REASON: reason[:4000]})
             safe(tracking.set_status, spec.tracking_uri, spec.run_id, "FAILED")

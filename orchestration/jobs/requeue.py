@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 
-EXIT_REQUEUED = 75  # the job checkpointed and asked to be run again
+from mugs.errors import EXIT_REQUEUED as EXIT_REQUEUED  # re-exported: the one definition
 
 
 def slurm_job_id() -> str | None:

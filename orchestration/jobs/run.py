@@ -1,9 +1,10 @@
 """``python -m orchestration.jobs.run pretrain|eval TRIAL_DIR [--protocol P]``: run one job of a
-trial in this process (what the local runner launches)."""
+trial in this process (the local runner starts each job so, as its child)."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -12,12 +13,34 @@ from orchestration.jobs.pretrain import PretrainTask
 from orchestration.trial import EVAL_PROTOCOLS, TrialSpec
 
 
+def die_with_runner() -> None:
+    """Under the local runner (``MUGS_RUNNER_PID``): be killed when the runner dies, so that a
+    runner killed by SIGKILL never leaves a trainer behind that a new runner would duplicate.
+    Linux only (prctl PR_SET_PDEATHSIG); elsewhere a no-op."""
+    runner = os.environ.get("MUGS_RUNNER_PID", "")
+    if not runner.isdigit() or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG = 1
+    if os.getppid() != int(runner):  # the runner died before prctl took effect
+        os._exit(1)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m orchestration.jobs.run")
     p.add_argument("kind", choices=("pretrain", "eval"))
     p.add_argument("trial_dir")
     p.add_argument("--protocol", choices=EVAL_PROTOCOLS)
     a = p.parse_args(argv)
+    die_with_runner()
+    threads = os.environ.get("MUGS_NUM_THREADS", "")
+    if threads.isdigit():  # the local runner's share of the cores
+        import torch
+
+        torch.set_num_threads(int(threads))
     spec = TrialSpec.load(a.trial_dir)
     if a.kind == "pretrain":
         PretrainTask(spec)()

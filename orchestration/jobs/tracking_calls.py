@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from orchestration import tracking
-from orchestration.trial import TrialSpec
+from orchestration.trial import TrialSpec, TrialState, file_state
 
 
 def safe(call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -27,14 +27,8 @@ def safe(call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
 
 def trial_outcome(spec: TrialSpec) -> str | None:
     """FINISHED / FAILED from the trial's files, or None while work remains."""
-    d = spec.dir
-    if (d / "FAILED").exists():
-        return "FAILED"
-    if not (d / "PRETRAINED").exists():
-        return None
-    if all((d / f"eval_{p}.json").exists() for p in spec.evals):
-        return "FINISHED"
-    return None
+    state = file_state(spec.dir)
+    return state.run_status if state in (TrialState.DONE, TrialState.FAILED) else None
 
 
 def finalize_run(spec: TrialSpec) -> str | None:

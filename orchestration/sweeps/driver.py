@@ -8,7 +8,11 @@ pruner and the best row."""
 from __future__ import annotations
 
 import json
+import signal
 import tempfile
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,17 +20,18 @@ from typing import Any
 import yaml
 
 from mugs.config import ConfigError, parse_override
-from mugs.diagnostics import collapse_label
-from orchestration import tracking
+from orchestration import tags, tracking
+from orchestration.failpoints import failpoint
 from orchestration.jobs.tracking_calls import safe
 from orchestration.reference import REFERENCE_COLUMN, REFERENCE_LABELS
 from orchestration.submit import prepare_trial
 from orchestration.sweeps.expand import TrialPlan, grid, plan, random_search, reference_plans
-from orchestration.sweeps.progress import SweepProgress, quick_state
+from orchestration.sweeps.progress import SweepProgress
 from orchestration.sweeps.spec import SpecError, SweepSpec, load_spec
 from orchestration.sweeps.state import driver_lock, load_state, save_state, trials_csv
-from orchestration.sweeps.trial_state import classify, collapsed, results
-from orchestration.trial import TrialSpec
+from orchestration.sweeps.summary import summarize
+from orchestration.sweeps.trial_state import classify, collapsed, jobs_unfinished, results
+from orchestration.trial import TrialPaths, TrialSpec, TrialState, read_jobs
 
 SWEEP_BACKENDS = ("local", "ray", "slurm")
 
@@ -151,14 +156,14 @@ def _print_table(spec: SweepSpec, plans: list[TrialPlan]) -> None:
 
 
 def _executor(spec: SweepSpec, sweep_dir: Path) -> Any:
-    from orchestration.sweeps.executors import RayExecutor, SlurmExecutor
+    from orchestration.sweeps.executors import LocalExecutor, RayExecutor, SlurmExecutor
 
     b = spec.backend
     if b.name == "slurm":
         return SlurmExecutor(b.slurm)
-    return RayExecutor(
-        b.address if b.name == "ray" else None, b.cpus_per_trial, b.gpus_per_trial, sweep_dir / "ray"
-    )
+    if b.name == "local":
+        return LocalExecutor(b.cpus_per_trial)
+    return RayExecutor(b.address, b.cpus_per_trial, b.gpus_per_trial, sweep_dir / "ray")
 
 
 def _log_text_artifact(uri: str, run_id: str, name: str, text: str) -> None:
@@ -185,24 +190,24 @@ class SweepRun:
         if self.state.get("parent_run_id"):
             rid = self.state["parent_run_id"]
             tracking.set_status(self.uri, rid, "RUNNING")
-            tracking.set_tags(self.uri, rid, {"mugs.sweep_state": "running"})
+            tracking.set_tags(self.uri, rid, {tags.SWEEP_STATE: "running"})
             return rid
         exp_id = tracking.get_or_create_experiment(self.uri, self.experiment)
         keys = [k for ax in self.spec.axes for k in ax.keys]
-        tags = {
+        parent_tags = {
             **tracking.run_tags_for_environment(),
-            "mugs.sweep": self.spec.name,
-            "mugs.role": "sweep",
-            "mugs.axes": json.dumps(keys),
-            "mugs.search": self.spec.search.kind,
-            "mugs.sweep_state": "running",
-            "mugs.trials_expected": str(expected),
-            "mugs.backend": self.spec.backend.name,
+            tags.SWEEP: self.spec.name,
+            tags.ROLE: "sweep",
+            tags.AXES: json.dumps(keys),
+            tags.SEARCH: self.spec.search.kind,
+            tags.SWEEP_STATE: "running",
+            tags.TRIALS_EXPECTED: str(expected),
+            tags.BACKEND: self.spec.backend.name,
         }
         params = {
             f"sweep.{k}": v for k, v in tracking.flatten_config(self.spec.model_dump(mode="json")).items()
         }
-        rid = tracking.create_run(self.uri, exp_id, f"sweep:{self.spec.name}", params, tags)
+        rid = tracking.create_run(self.uri, exp_id, f"sweep:{self.spec.name}", params, parent_tags)
         self.state.update({"parent_run_id": rid, "name": self.spec.name, "experiment": self.experiment})
         save_state(self.sweep_dir, self.state)
         _log_text_artifact(
@@ -216,16 +221,17 @@ class SweepRun:
 
     def ensure_trial(self, p: TrialPlan, parent_id: str, extra_tags: dict[str, str] | None = None) -> Path:
         d = self.trial_dir(p)
-        if not (d / "trial.yaml").exists():
+        existing = TrialSpec.load(d) if TrialPaths(d).spec.exists() else None
+        if existing is None or not existing.run_id:  # new, or killed before its run was recorded
             setting_cfg = dict(p.config.to_dict())
             setting_cfg.pop("seed")
             from orchestration.trial import config_hash
 
-            tags = {
-                "mugs.role": "trial",
-                "mugs.setting_hash": config_hash(setting_cfg, p.reference),
-                "mugs.seed": str(p.seed),
-                **{f"mugs.axis.{k}": json.dumps(v) for k, v in p.setting.items()},
+            trial_tags = {
+                tags.ROLE: "trial",
+                tags.SETTING_HASH: config_hash(setting_cfg, p.reference),
+                tags.SEED: str(p.seed),
+                **{f"{tags.AXIS_PREFIX}{k}": json.dumps(v) for k, v in p.setting.items()},
                 **(extra_tags or {}),
             }
             prepare_trial(
@@ -239,15 +245,26 @@ class SweepRun:
                 max_requeues=self.spec.max_requeues,
                 sweep=self.spec.name,
                 parent_run_id=parent_id,
-                extra_tags=tags,
+                extra_tags=trial_tags,
                 reference=p.reference,
             )
         else:  # the same trial from an earlier invocation: reuse its run
-            spec = TrialSpec.load(d)
-            if spec.backend != ("slurm" if self.spec.backend.name == "slurm" else "local"):
-                spec.backend = "slurm" if self.spec.backend.name == "slurm" else "local"
-                spec.save()
+            self._switch_backend(existing)
         return d
+
+    def _switch_backend(self, spec: TrialSpec) -> None:
+        """Move a trial to this invocation's backend, refused while a job of its old one may run."""
+        wanted = "slurm" if self.spec.backend.name == "slurm" else "local"
+        if spec.backend == wanted:
+            return
+        if jobs_unfinished(spec):
+            ids = ", ".join(j["job_id"] for j in read_jobs(spec.dir))
+            raise SpecError(
+                f"trial {spec.trial_id}: its {spec.backend} jobs ({ids}) have not finished; wait for them "
+                f"or cancel them (mugs-orch cancel --trial {spec.trial_id}) before resuming with --backend {wanted}"
+            )
+        spec.backend = wanted
+        spec.save()
 
     def pruner(self) -> Any:
         """The sweep's pruner (None without ``search.pruner``), created once per invocation."""
@@ -279,9 +296,9 @@ class SweepRun:
         dirs = [*(references or []), *dirs]
 
         kinds = {d: classify(d) for d in dirs}
-        todo = [d for d, k in kinds.items() if k in ("new", "stopped", "failed")]
-        active = [d for d, k in kinds.items() if k == "active"]
-        skipped = sum(k in ("done", "pruned") for k in kinds.values())
+        todo = [d for d, k in kinds.items() if k in (TrialState.NEW, TrialState.STOPPED, TrialState.FAILED)]
+        active = [d for d, k in kinds.items() if k.in_flight]
+        skipped = sum(k in (TrialState.DONE, TrialState.PRUNED) for k in kinds.values())
         if skipped or active:
             print(
                 f"[{self.spec.name}] resuming: {skipped} finished or pruned (not rerun), {len(active)} still running "
@@ -296,37 +313,70 @@ class SweepRun:
         if pruner is not None:
             pruner.tick()  # report the last values and close the settings that ended
 
-    def finish(self, parent_id: str, dirs: list[Path]) -> dict[str, Any]:
-        rows = []
-        for d in dirs:
-            spec = TrialSpec.load(d)
-            row: dict[str, Any] = {
-                "trial_id": spec.trial_id,
-                "config_hash": spec.config_hash,
-                "seed": spec.config.get("seed"),
-                "state": quick_state(d),
-                REFERENCE_COLUMN: spec.reference or "",
-            }
-            row.update({k: _dotted(spec.config, k) for ax in self.spec.axes for k in ax.keys})
-            row.update(results(d))
-            row["collapsed"] = ",".join(collapsed(d))  # from the latest logged diagnostics
-            rows.append(row)
+    @contextmanager
+    def ending(self, parent_id: str, dirs: list[Path]) -> Iterator[None]:
+        """On any way out but the normal one (Ctrl-C, SIGTERM, an error, a failed submission):
+        reconcile ``dirs`` (runs of trials that no longer run are ended, with the reason) and end
+        the parent run "interrupted", then let the error go on. Trials whose jobs still run (a
+        detached local runner, a SLURM job) keep their RUNNING runs: a rerun re-attaches."""
+        previous = signal.getsignal(signal.SIGTERM)
+
+        def on_term(signum: int, _frame: object) -> None:
+            raise KeyboardInterrupt(f"signal {signum}")
+
+        in_main = threading.current_thread() is threading.main_thread()
+        if in_main:
+            signal.signal(signal.SIGTERM, on_term)
+        try:
+            yield
+        except BaseException:
+            print(f"[{self.spec.name}] interrupted: ending the runs of trials that no longer run", flush=True)
+            try:
+                self.finish(parent_id, [d for d in dirs if TrialPaths(d).spec.exists()], interrupted=True)
+            except Exception as e:  # e.g. the tracking server is down: the original error matters more
+                print(f"warning: could not end the runs ({type(e).__name__}: {e})", flush=True)
+            raise
+        finally:
+            if in_main:
+                signal.signal(signal.SIGTERM, previous)
+
+    def _row(self, d: Path) -> dict[str, Any]:
+        """The trial's trials.csv row; a run whose trial no longer runs is ended on the way."""
+        from orchestration.status import end_stale_run
+
+        spec = TrialSpec.load(d)
+        state = classify(d)
+        safe(end_stale_run, d, state)
+        row: dict[str, Any] = {
+            "trial_id": spec.trial_id,
+            "config_hash": spec.config_hash,
+            "seed": spec.config.get("seed"),
+            "state": state.value,
+            REFERENCE_COLUMN: spec.reference or "",
+        }
+        row.update({k: _dotted(spec.config, k) for ax in self.spec.axes for k in ax.keys})
+        row.update(results(d))
+        row["collapsed"] = ",".join(collapsed(d))  # from the latest logged diagnostics
+        return row
+
+    def finish(self, parent_id: str, dirs: list[Path], interrupted: bool = False) -> dict[str, Any]:
+        """Reconcile every trial, write trials.csv, end the parent run (FINISHED only when every
+        trial ended). ``interrupted``: the driver is leaving early (Ctrl-C, an error)."""
+        failpoint("sweep:finishing")
+        rows = [self._row(d) for d in dirs]
         _log_text_artifact(self.uri, parent_id, "trials.csv", trials_csv(rows))
-        failed = sum(r["state"] == "failed" for r in rows)
-        pruned = sum(r["state"] == "pruned" for r in rows)
-        sweep_state = (
-            "finished" if all(r["state"] in ("done", "failed", "pruned") for r in rows) else "partial"
-        )
-        safe(
-            tracking.set_tags,
-            self.uri,
-            parent_id,
-            {
-                "mugs.sweep_state": sweep_state,
-                "mugs.trials_failed": str(failed),
-                "mugs.trials_pruned": str(pruned),
-            },
-        )
+        states = [TrialState(r["state"]) for r in rows]
+        failed, pruned = states.count(TrialState.FAILED), states.count(TrialState.PRUNED)
+        if all(s.ended for s in states):
+            sweep_state = "finished"
+        else:
+            sweep_state = "interrupted" if interrupted else "partial"
+        new_tags = {
+            tags.SWEEP_STATE: sweep_state,
+            tags.TRIALS_FAILED: str(failed),
+            tags.TRIALS_PRUNED: str(pruned),
+        }
+        safe(tracking.set_tags, self.uri, parent_id, new_tags)
         safe(tracking.set_status, self.uri, parent_id, "FINISHED" if sweep_state == "finished" else "KILLED")
         return {"rows": rows, "failed": failed, "state": sweep_state}
 
@@ -336,20 +386,6 @@ def _dotted(config: dict[str, Any], key: str) -> Any:
     for part in key.split("."):
         node = node.get(part) if isinstance(node, dict) else None
     return node
-
-
-def summarize(name: str, rows: list[dict[str, Any]], metric: str, maximize: bool) -> None:
-    done = [r for r in rows if r["state"] == "done" and metric in r and not r.get(REFERENCE_COLUMN)]
-    print(
-        f"\n[{name}] {len(rows)} trials: {sum(r['state'] == 'done' for r in rows)} done, "
-        f"{sum(r['state'] == 'failed' for r in rows)} failed, {sum(r['state'] == 'pruned' for r in rows)} pruned"
-    )
-    if done:
-        best = (max if maximize else min)(done, key=lambda r: r[metric])
-        print(f"  best {metric} = {best[metric]:.2f}  ({best['trial_id']}, seed {best['seed']})")
-    flagged = [r for r in rows if r.get("collapsed")]
-    for r in flagged:
-        print(f"  {r['trial_id']}: {collapse_label(r['collapsed'].split(','))} (latest logged diagnostics)")
 
 
 def run_sweep(req: SweepRequest) -> int:
@@ -395,11 +431,15 @@ def run_sweep(req: SweepRequest) -> int:
 
             return run_optuna(run)
         parent_id = run.parent(len(plans))
-        dirs = [run.ensure_trial(p, parent_id) for p in plans]
-        ref_dirs = run.reference_dirs(parent_id)
-        maximize = spec.search.direction == "maximize"
-        progress = SweepProgress(spec.name, ref_dirs + dirs, spec.search.metric, maximize, ref_dirs)
-        run.run_batch(dirs, progress, ref_dirs)
-        out = run.finish(parent_id, ref_dirs + dirs)
+        failpoint("sweep:after_parent")
+        dirs: list[Path] = []
+        with run.ending(parent_id, dirs):
+            dirs += [run.ensure_trial(p, parent_id) for p in plans]
+            ref_dirs = run.reference_dirs(parent_id)
+            dirs[:0] = ref_dirs
+            maximize = spec.search.direction == "maximize"
+            progress = SweepProgress(spec.name, dirs, spec.search.metric, maximize, ref_dirs)
+            run.run_batch(dirs[len(ref_dirs) :], progress, ref_dirs)
+        out = run.finish(parent_id, dirs)
         summarize(spec.name, out["rows"], spec.search.metric, spec.search.direction == "maximize")
         return 0 if out["failed"] == 0 and out["state"] == "finished" else 1

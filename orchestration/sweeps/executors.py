@@ -20,28 +20,30 @@ from typing import Any
 
 from orchestration.backends.base import TERMINAL
 from orchestration.sweeps.trial_state import classify, results
-from orchestration.trial import TrialSpec, read_jobs, write_jobs
+from orchestration.trial import TrialPaths, TrialSpec, TrialState, read_jobs, write_jobs
 
 Progress = Callable[[], None]
 
 
 def start_local_runner(trial_dir: Path, threads: int | None = None) -> None:
     """(Re)start a trial's local runner unless one is alive; ``threads`` caps its torch threads."""
-    from orchestration.backends.local import LocalBackend, _runner_alive
-    from orchestration.trial import CANCEL_FILE
+    from orchestration.backends.local import LocalBackend, RunnerBusy, runner_alive
 
-    if _runner_alive(trial_dir):
+    if runner_alive(trial_dir):
         return
     spec = TrialSpec.load(trial_dir)
-    for marker in ("FAILED", "CANCELLED", CANCEL_FILE):  # a retry starts clean; checkpoints are kept
-        (trial_dir / marker).unlink(missing_ok=True)
-    LocalBackend(threads=threads).submit(spec, wait=False)
+    for marker in (spec.paths.failed, spec.paths.cancelled, spec.paths.cancel_request):
+        marker.unlink(missing_ok=True)  # a retry starts clean; checkpoints are kept
+    try:
+        LocalBackend(threads=threads).submit(spec, wait=False)
+    except RunnerBusy:  # started meanwhile by another driver: attach to it
+        return
 
 
-def wait_local(trial_dir: Path, poll_s: float = 2.0) -> str:
-    from orchestration.backends.local import _runner_alive
+def wait_local(trial_dir: Path, poll_s: float = 2.0) -> TrialState:
+    from orchestration.backends.local import runner_alive
 
-    while _runner_alive(trial_dir):
+    while runner_alive(trial_dir):
         time.sleep(poll_s)
     return classify(trial_dir)
 
@@ -72,6 +74,33 @@ def _trainable(config: dict[str, Any]) -> None:
     start_local_runner(trial_dir, threads=max(1, int(config.get("cpus", 1))))
     state = wait_local(trial_dir)
     tune.report({"state": state, **results(trial_dir)})
+
+
+class LocalExecutor:
+    """Trials on this machine, no scheduler in between: at most ``cpus // cpus_per_trial`` runners
+    at once, each capped at ``cpus_per_trial`` torch threads. Runners are detached processes, so a
+    killed driver leaves them running; a rerun re-attaches to the live ones (they count against
+    the limit) and starts the rest."""
+
+    def __init__(self, cpus_per_trial: float, poll_s: float = 1.0) -> None:
+        self.threads = max(1, int(cpus_per_trial))
+        self.parallel = max(1, (os.cpu_count() or 1) // self.threads)
+        self.poll_s = poll_s
+
+    def run(self, trial_dirs: list[Path], progress: Progress) -> None:
+        from orchestration.backends.local import runner_alive
+
+        queue = [d for d in trial_dirs if not runner_alive(d)]
+        running = [d for d in trial_dirs if d not in queue]  # live runners of a killed driver
+        while queue or running:
+            running = [d for d in running if runner_alive(d)]
+            while queue and len(running) < self.parallel:
+                d = queue.pop(0)
+                start_local_runner(d, threads=self.threads)
+                running.append(d)
+            progress()
+            if running:
+                time.sleep(self.poll_s)
 
 
 class RayConnectionError(RuntimeError):
@@ -241,13 +270,13 @@ class SlurmExecutor:
                 if p in s.evals
             ]
             write_jobs(s.dir, jobs)
-            (s.dir / "snapshot").write_text(str(snapshot))
+            s.paths.snapshot.write_text(str(snapshot))
 
     def run(self, trial_dirs: list[Path], progress: Progress, active: list[Path] | None = None) -> None:
         from orchestration.backends.slurm import sacct_states
 
         for d in trial_dirs:
-            (d / "FAILED").unlink(missing_ok=True)
+            TrialPaths(d).failed.unlink(missing_ok=True)
         self.submit(trial_dirs)
         watch = list(trial_dirs) + list(active or [])
         if not watch:  # everything already finished or pruned

@@ -8,11 +8,13 @@ import json
 from pathlib import Path
 from typing import Any
 
+from orchestration import tags
 from orchestration.jobs.tracking_calls import safe
 from orchestration.sweeps.expand import plan, suggest
 from orchestration.sweeps.progress import SweepProgress
-from orchestration.sweeps.pruning import is_pruned
+from orchestration.sweeps.summary import summarize
 from orchestration.sweeps.trial_state import results
+from orchestration.trial import is_pruned
 
 
 def _study(run: Any) -> Any:
@@ -43,76 +45,96 @@ def _parallel(run: Any) -> int:
 
 
 def run_optuna(run: Any) -> int:
+    """Ask, run and tell in batches until the budget is spent; resumable (the study is on disk)."""
+    spec = run.spec
+    study = _study(run)
+    parent_id = run.parent((spec.search.trials or 1) * len(spec.seeds))
+    refs = run.reference_dirs(parent_id)  # run with the first batch; never told to the study
+    tracked: list[Path] = list(refs)  # every trial of this invocation, for finish()
+    with run.ending(parent_id, tracked):
+        _search(run, study, parent_id, refs, tracked)
+    out = run.finish(parent_id, tracked)
+    _tag_best(run, study, parent_id)
+    summarize(spec.name, out["rows"], spec.search.metric, spec.search.direction == "maximize")
+    return 0 if out["failed"] == 0 else 1
+
+
+def _batch(
+    run: Any, study: Any, pending: list[Any], dirs_for: Any, n_done: int
+) -> list[tuple[Any, list[Path]]]:
+    """The next batch: first the trials a killed driver had asked but not told, then new asks."""
+    spec = run.spec
+    batch: list[tuple[Any, list[Path]]] = []
+    for t in pending:
+        setting = json.loads(t.user_attrs["setting"])
+        batch.append((t.number, dirs_for(t, setting)))  # study.tell accepts the trial number
+    while n_done + len(batch) < (spec.search.trials or 1) and len(batch) < _parallel(run):
+        trial = study.ask()
+        setting = suggest(trial, spec)
+        trial.set_user_attr("setting", json.dumps(setting))
+        batch.append((trial, dirs_for(trial, setting)))
+    return batch
+
+
+def _search(run: Any, study: Any, parent_id: str, refs: list[Path], tracked: list[Path]) -> None:
     import optuna
 
-    from orchestration import tracking
-    from orchestration.sweeps.driver import summarize
-
     spec = run.spec
-    budget = spec.search.trials or 1
-    study = _study(run)
-    parent_id = run.parent(budget * len(spec.seeds))
-    refs = run.reference_dirs(parent_id)  # run with the first batch; never told to the study
     refs_left, maximize = list(refs), spec.search.direction == "maximize"
-    all_dirs: list[Path] = []
+    running = optuna.trial.TrialState.RUNNING
 
     def dirs_for(trial: Any, setting: dict[str, Any]) -> list[Path]:
         plans = [plan(spec, setting, seed, run.extra) for seed in spec.seeds]
-        return [run.ensure_trial(p, parent_id, {"mugs.optuna_trial": str(trial.number)}) for p in plans]
+        return [run.ensure_trial(p, parent_id, {tags.OPTUNA_TRIAL: str(trial.number)}) for p in plans]
 
-    def value(dirs: list[Path]) -> float | None:
-        vals = [results(d).get(spec.search.metric) for d in dirs]
-        vals = [v for v in vals if v is not None]
-        return sum(vals) / len(vals) if vals else None
-
-    # resume: trials the killed driver had asked but not told
-    pending = [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]
+    pending = [t for t in study.trials if t.state == running]
     while True:
-        n_done = sum(t.state != optuna.trial.TrialState.RUNNING for t in study.trials)
-        batch: list[tuple[Any, list[Path]]] = []
-        for t in pending:
-            setting = json.loads(t.user_attrs["setting"])
-            batch.append((t.number, dirs_for(t, setting)))  # study.tell accepts the trial number
+        n_done = sum(t.state != running for t in study.trials)
+        batch = _batch(run, study, pending, dirs_for, n_done)
         pending = []
-        while n_done + len(batch) < budget and len(batch) < _parallel(run):
-            trial = study.ask()
-            setting = suggest(trial, spec)
-            trial.set_user_attr("setting", json.dumps(setting))
-            batch.append((trial, dirs_for(trial, setting)))
         if not batch:
             break
         dirs = [d for _, ds in batch for d in ds]
-        all_dirs += [d for d in dirs if d not in all_dirs]
-        progress = SweepProgress(spec.name, refs + all_dirs, spec.search.metric, maximize, refs)
+        tracked += [d for d in dirs if d not in tracked]
+        progress = SweepProgress(spec.name, tracked, spec.search.metric, maximize, refs)
         run.run_batch(dirs, progress, refs_left)
         refs_left = []
         for trial, ds in batch:
-            v = value(ds)
-            if any(is_pruned(d) for d in ds):
-                study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-            elif v is None:
-                study.tell(trial, state=optuna.trial.TrialState.FAIL)
-            else:
-                study.tell(trial, v)
+            _tell(study, trial, ds, spec.search.metric)
     if refs_left:  # a resumed study with nothing left to ask
         run.run_batch([], SweepProgress(spec.name, refs, spec.search.metric, maximize, refs), refs_left)
-    out = run.finish(parent_id, refs + all_dirs)
+
+
+def _tell(study: Any, trial: Any, dirs: list[Path], metric: str) -> None:
+    import optuna
+
+    vals = [v for v in (results(d).get(metric) for d in dirs) if v is not None]
+    if any(is_pruned(d) for d in dirs):
+        study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+    elif not vals:
+        study.tell(trial, state=optuna.trial.TrialState.FAIL)
+    else:
+        study.tell(trial, sum(vals) / len(vals))
+
+
+def _tag_best(run: Any, study: Any, parent_id: str) -> None:
+    from orchestration import tracking
+
+    spec = run.spec
     try:
         best = study.best_trial
-        safe(
-            tracking.set_tags,
-            run.uri,
-            parent_id,
-            {
-                "mugs.best_value": f"{best.value:.4f}",
-                "mugs.best_optuna_trial": str(best.number),
-                "mugs.best_setting": best.user_attrs.get("setting", ""),
-            },
-        )
-        print(
-            f"[{spec.name}] optuna best {spec.search.metric} = {best.value:.2f}: {best.user_attrs.get('setting')}"
-        )
-    except ValueError:
-        pass
-    summarize(spec.name, out["rows"], spec.search.metric, spec.search.direction == "maximize")
-    return 0 if out["failed"] == 0 else 1
+    except ValueError:  # no completed trial
+        return
+    safe(
+        tracking.set_tags,
+        run.uri,
+        parent_id,
+        {
+            tags.BEST_VALUE: f"{best.value:.4f}",
+            tags.BEST_OPTUNA_TRIAL: str(best.number),
+            tags.BEST_SETTING: best.user_attrs.get("setting", ""),
+        },
+    )
+    print(
+        f"[{spec.name}] optuna best {spec.search.metric} = {best.value:.2f}: {best.user_attrs.get('setting')}"
+    )

@@ -6,24 +6,17 @@ import sys
 import time
 from pathlib import Path
 
-from orchestration.sweeps.pruning import is_pruned
 from orchestration.sweeps.trial_state import progress_step, results
+from orchestration.trial import TrialState, file_state
 
-
-def quick_state(trial_dir: Path) -> str:
-    """File-based state (no scheduler calls): done / failed / pruned / running / pending."""
-    if is_pruned(trial_dir):
-        return "pruned"
-    if (trial_dir / "FAILED").exists():
-        return "failed"
-    if (trial_dir / "PRETRAINED").exists():
-        from orchestration.trial import TrialSpec
-
-        spec = TrialSpec.load(trial_dir)
-        if all((trial_dir / f"eval_{p}.json").exists() for p in spec.evals):
-            return "done"
-        return "evaluating"
-    return "running" if (trial_dir / "metrics.jsonl").exists() else "pending"
+_SHOWN = (
+    TrialState.DONE,
+    TrialState.FAILED,
+    TrialState.PRUNED,
+    TrialState.EVALUATING,
+    TrialState.RUNNING,
+    TrialState.PENDING,
+)
 
 
 class SweepProgress:
@@ -38,38 +31,33 @@ class SweepProgress:
         self.name, self.dirs, self.metric, self.maximize = name, trial_dirs, metric, maximize
         self.references = set(references or [])  # counted, never the best
         self.t0 = time.time()
-        self.start_ended = sum(quick_state(d) in ("done", "failed", "pruned") for d in trial_dirs)
+        self.start_ended = sum(file_state(d).ended for d in trial_dirs)
         self._last_key = ""
         self._last_print = 0.0
 
     def snapshot(self) -> dict:
-        states = {d: quick_state(d) for d in self.dirs}
-        counts: dict[str, int] = {}
+        states = {d: file_state(d) for d in self.dirs}
+        counts: dict[TrialState, int] = {}
         for s in states.values():
             counts[s] = counts.get(s, 0) + 1
         best = None
         for d, s in states.items():
-            if s == "done" and d not in self.references:
+            if s == TrialState.DONE and d not in self.references:
                 v = results(d).get(self.metric)
                 if v is not None and (best is None or (v > best[0] if self.maximize else v < best[0])):
                     best = (v, d.name)
-        ended = counts.get("failed", 0) + counts.get("pruned", 0)
-        done_now = counts.get("done", 0) + ended
+        done_now = sum(n for s, n in counts.items() if s.ended)
         finished_here = max(0, done_now - self.start_ended)
         remaining = len(self.dirs) - done_now
         elapsed = time.time() - self.t0
         eta = elapsed / finished_here * remaining if finished_here else None
-        steps = sum(progress_step(d) for d, s in states.items() if s == "running")
+        steps = sum(progress_step(d) for d, s in states.items() if s == TrialState.RUNNING)
         return {"counts": counts, "best": best, "eta": eta, "elapsed": elapsed, "running_steps": steps}
 
     def line(self) -> str:
         s = self.snapshot()
         c = s["counts"]
-        parts = [
-            f"{k} {c[k]}"
-            for k in ("done", "failed", "pruned", "evaluating", "running", "pending")
-            if c.get(k)
-        ]
+        parts = [f"{k.value} {c[k]}" for k in _SHOWN if c.get(k)]
         best = f"best {self.metric} {s['best'][0]:.2f} ({s['best'][1]})" if s["best"] else "best -"
         eta = f"ETA {s['eta'] / 60:.1f} min" if s["eta"] is not None else "ETA -"
         return f"[{self.name}] {len(self.dirs)} trials: {', '.join(parts)} | {best} | {eta} | {s['elapsed']:.0f}s"

@@ -27,9 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from orchestration import tracking
+from orchestration import tags, tracking
 from orchestration.jobs.tracking_calls import safe
-from orchestration.trial import PRUNED_FILE, TrialSpec, config_hash
+from orchestration.trial import TrialPaths, TrialSpec, TrialState, config_hash, file_state
 
 MONITOR_KEY = "monitor/knn_top1"
 
@@ -39,10 +39,6 @@ def setting_key(trial_dir: Path) -> str:
     cfg = dict(TrialSpec.load(trial_dir).config)
     cfg.pop("seed", None)
     return config_hash(cfg)
-
-
-def is_pruned(trial_dir: Path) -> bool:
-    return (trial_dir / PRUNED_FILE).exists()
 
 
 class MonitorReader:
@@ -131,7 +127,7 @@ class SweepPruner:
             unit = self.units.setdefault(key, _Unit(key, []))
             if d not in unit.dirs:
                 unit.dirs.append(d)
-                unit.readers.append(MonitorReader(d / "metrics.jsonl"))
+                unit.readers.append(MonitorReader(TrialPaths(d).metrics))
         states = optuna.trial.TrialState
         by_key: dict[str, Any] = {}
         for t in self.study.get_trials(deepcopy=False):
@@ -172,16 +168,14 @@ class SweepPruner:
     # ------------------------------------------------------------------ tick
     def tick(self) -> None:
         """Report new monitor values, prune what the rule says, close finished settings."""
-        from orchestration.sweeps.progress import quick_state
-
         reported = self._reported()
         for unit in self.units.values():
             if unit.closed:  # every open unit has its study trial (register)
                 continue
-            states = [quick_state(d) for d in unit.dirs]  # read before the values: none missed
+            states = [file_state(d) for d in unit.dirs]  # read before the values: none missed
             series = [r.read() for r in unit.readers]
             common = sorted(set.intersection(*(set(s) for s in series))) if series else []
-            pretraining = all(s in ("running", "pending") for s in states)
+            pretraining = all(s in (TrialState.RUNNING, TrialState.PENDING) for s in states)
             for step in common:
                 if step in reported.get(unit.number, ()):  # type: ignore[arg-type]
                     continue
@@ -199,7 +193,7 @@ class SweepPruner:
                     break
             if unit.closed:
                 continue
-            if all(s in ("evaluating", "done", "failed", "pruned") for s in states):
+            if all(s == TrialState.EVALUATING or s.ended for s in states):
                 self._close(unit, states)  # pretraining is over: its monitor values are final
 
     def _context(self, unit: _Unit, step: int) -> dict[str, Any]:
@@ -219,13 +213,13 @@ class SweepPruner:
     def _prune(self, unit: _Unit, step: int, value: float) -> None:
         import optuna
 
-        from orchestration.status import cancel_trial
+        from orchestration.status import cancel_jobs
 
         reason = f"pruned by the {self.rule} rule at step {step} (monitor kNN {value:.2f})"
         for d in unit.dirs:
-            (d / PRUNED_FILE).write_text(reason + "\n")
+            TrialPaths(d).pruned.write_text(reason + "\n")
             try:
-                cancel_trial(d, reason=reason)
+                cancel_jobs(TrialSpec.load(d), reason)  # the PRUNED marker is final already
             except Exception as e:  # the trial may have ended meanwhile; the marker still holds
                 print(f"warning: cancelling {d.name}: {type(e).__name__}: {e}", flush=True)
             spec = TrialSpec.load(d)
@@ -234,22 +228,22 @@ class SweepPruner:
                     tracking.set_tags,
                     self.uri,
                     spec.run_id,
-                    {"mugs.pruned": "true", "mugs.pruned_at_step": str(step), "mugs.prune_rule": self.rule},
+                    {tags.PRUNED: "true", tags.PRUNED_AT_STEP: str(step), tags.PRUNE_RULE: self.rule},
                 )
         self.study.tell(unit.number, state=optuna.trial.TrialState.PRUNED)
         unit.closed = True
         print(f"[pruning] {', '.join(d.name for d in unit.dirs)}: {reason}", flush=True)
 
-    def _close(self, unit: _Unit, states: list[str]) -> None:
+    def _close(self, unit: _Unit, states: list[TrialState]) -> None:
         """End the setting's study trial once pretraining is over (evaluations may still run):
         COMPLETE with its last monitor value, so later trials are compared with it at once."""
         import optuna
 
         frozen = self._frozen(unit)
         iv = frozen.intermediate_values
-        if "pruned" in states:
+        if TrialState.PRUNED in states:
             self.study.tell(unit.number, state=optuna.trial.TrialState.PRUNED)
-        elif "failed" in states or not iv:
+        elif TrialState.FAILED in states or not iv:
             self.study.tell(unit.number, state=optuna.trial.TrialState.FAIL)
         else:
             self.study.tell(unit.number, iv[max(iv)])

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from mugs.checkpoint import atomic_write_text
+from mugs.atomic import atomic_write_text
 
 
 class SweepLocked(RuntimeError):

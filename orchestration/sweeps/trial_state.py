@@ -1,4 +1,4 @@
-"""Where a trial stands, from its directory and its backend: done, failed, active, or to do."""
+"""Where a trial stands, from its directory and its backend (:class:`orchestration.trial.TrialState`)."""
 
 from __future__ import annotations
 
@@ -9,38 +9,34 @@ from typing import Any
 from mugs.diagnostics import PREFIX as DIAG_PREFIX
 from mugs.diagnostics import collapse_label, collapsed_branches
 from orchestration.backends.base import TERMINAL
-from orchestration.jobs.tracking_calls import trial_outcome
 from orchestration.reference import metric_prefix
-from orchestration.sweeps.pruning import is_pruned
-from orchestration.trial import TRIAL_FILE, TrialSpec, read_jobs
+from orchestration.trial import TrialPaths, TrialSpec, TrialState, file_state, read_jobs
 
 
-def classify(trial_dir: Path) -> str:
-    """new | done | failed | pruned | active | stopped (interrupted, resumable)."""
-    if not (trial_dir / TRIAL_FILE).exists():
-        return "new"
-    if is_pruned(trial_dir):
-        return "pruned"  # stopped early by the sweep's pruner: final, never rerun
-    spec = TrialSpec.load(trial_dir)
-    outcome = trial_outcome(spec)
-    if outcome == "FINISHED":
-        return "done"
-    jobs = read_jobs(trial_dir)
+def jobs_unfinished(spec: TrialSpec) -> bool:
+    """Whether any job of the trial may still run: an unfinished SLURM job (sacct), or a live runner."""
+    jobs = read_jobs(spec.dir)
     if not jobs:
-        return "stopped"
+        return False
     if spec.backend == "slurm":
         from orchestration.backends.slurm import sacct_states
 
         st = sacct_states([j["job_id"] for j in jobs])
-        states = [st.get(j["job_id"], (j["state"], ""))[0] for j in jobs]
-        if any(s not in TERMINAL for s in states):
-            return "active"
-    else:
-        from orchestration.backends.local import _runner_alive
+        return any(st.get(j["job_id"], (j["state"], ""))[0] not in TERMINAL for j in jobs)
+    from orchestration.backends.local import runner_alive
 
-        if _runner_alive(trial_dir):
-            return "active"
-    return "failed" if outcome == "FAILED" else "stopped"
+    return runner_alive(spec.dir)
+
+
+def classify(trial_dir: Path) -> TrialState:
+    """The trial's state, with liveness: an unfinished trial none of whose jobs can still run is
+    STOPPED (resumable); DONE, FAILED and PRUNED come from its files."""
+    state = file_state(trial_dir)
+    if state in (TrialState.NEW, TrialState.PRUNED, TrialState.DONE):
+        return state
+    if jobs_unfinished(TrialSpec.load(trial_dir)):
+        return TrialState.RUNNING if state == TrialState.FAILED else state  # a job still runs: in flight
+    return TrialState.FAILED if state == TrialState.FAILED else TrialState.STOPPED
 
 
 def results(trial_dir: Path) -> dict[str, float]:
@@ -56,7 +52,7 @@ def results(trial_dir: Path) -> dict[str, float]:
 
 
 def progress_step(trial_dir: Path) -> int:
-    p = trial_dir / "metrics.jsonl"
+    p = TrialPaths(trial_dir).metrics
     if not p.exists():
         return 0
     try:
@@ -75,7 +71,7 @@ DIAG_TAIL_BYTES = 65536  # a logged step is ~1 kB: the tail holds the last ones
 
 def latest_diagnostics(trial_dir: Path) -> dict[str, float]:
     """The ``diag/...`` values of the last step in ``metrics.jsonl`` that logged any ({} if none)."""
-    p = trial_dir / "metrics.jsonl"
+    p = TrialPaths(trial_dir).metrics
     if not p.exists():
         return {}
     try:

@@ -20,10 +20,11 @@ from mlflow.entities import Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH, MAX_PARAMS_TAGS_PER_BATCH, MAX_TAG_VAL_LENGTH
 
+from orchestration import tags as tag_names
 from orchestration.tracking.failfast import apply_fail_fast_env
 from orchestration.tracking.params import redact
 
-PARENT_RUN_TAG = "mlflow.parentRunId"
+PARENT_RUN_TAG = tag_names.PARENT_RUN
 STATUSES = ("RUNNING", "FINISHED", "FAILED", "KILLED")
 TERMINAL_STATUSES = frozenset({"FINISHED", "FAILED", "KILLED"})
 GIT_TIMEOUT_S = 10.0
@@ -112,6 +113,16 @@ def create_run(
     return run_id
 
 
+def find_runs(uri: str, experiment_id: str, tags: Mapping[str, str]) -> list[str]:
+    """Ids of the experiment's runs carrying all of ``tags`` (values are quoted for the filter)."""
+    for k, v in tags.items():
+        if "`" in k or "'" in v:
+            raise ValueError(f"find_runs: tag {k!r}={v!r} cannot be quoted in a filter")
+    clause = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
+    runs = client_for(uri).search_runs([experiment_id], filter_string=clause, max_results=10)
+    return [r.info.run_id for r in runs]
+
+
 def set_status(uri: str, run_id: str, status: str) -> None:
     """Set the run's status: RUNNING (e.g. a resumed run) or FINISHED / FAILED / KILLED (ends it)."""
     status = status.upper()
@@ -176,8 +187,8 @@ def run_tags_for_environment(repo_root: Path | None = None) -> dict[str, str]:
     commit = _git(repo_root, "rev-parse", "HEAD")
     status = _git(repo_root, "status", "--porcelain") if commit else None
     return {
-        "mugs.host": socket.gethostname(),
-        "mugs.version": mugs.__version__,
-        "mugs.git_commit": commit.strip() if commit else "unknown",
-        "mugs.git_dirty": "unknown" if status is None else ("true" if status.strip() else "false"),
+        tag_names.HOST: socket.gethostname(),
+        tag_names.VERSION: mugs.__version__,
+        tag_names.GIT_COMMIT: commit.strip() if commit else "unknown",
+        tag_names.GIT_DIRTY: "unknown" if status is None else ("true" if status.strip() else "false"),
     }
