@@ -16,7 +16,7 @@ $(VENV)/.installed: pyproject.toml
 venv: $(VENV)/.installed
 
 # The main job on the embedded default: the loss-weight ablation sweep at demo scale (real data:
-# scikit-learn's digits; local Ray Tune; MLflow store in runs/mlflow.db), then its report.
+# scikit-learn's digits; local trial runners; MLflow store in runs/mlflow.db), then its report.
 # Rerunning resumes the sweep.
 demo: venv
 	$(VENV)/bin/mugs-orch sweep sweeps/loss_weights.yaml --workdir $(WORKDIR)

@@ -36,3 +36,14 @@ def atomic_path(path: str | Path, suffix: str = ".tmp") -> Iterator[Path]:
 def atomic_write_text(path: str | Path, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
+
+
+def remove_stale_temps(folder: str | Path, name: str) -> list[Path]:
+    """Remove the temporary files :func:`atomic_path` left for ``name`` in ``folder`` when a
+    process was killed mid-write (a checkpoint-sized file nothing else removes). Call it only
+    where no other process writes ``name`` at the same time (the trainer, at start)."""
+    removed = []
+    for p in Path(folder).glob(f".{name}.*.tmp"):
+        p.unlink(missing_ok=True)
+        removed.append(p)
+    return removed

@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from mugs.atomic import atomic_write_text
+
 
 class Callback:
     """Override what you need. ``metrics`` holds the keys written to metrics.jsonl."""
@@ -42,7 +44,7 @@ class JsonlMetrics(Callback):
                         keep.append(line)
                 except (ValueError, KeyError):
                     continue
-            self.path.write_text("".join(x + "\n" for x in keep))
+            atomic_write_text(self.path, "".join(x + "\n" for x in keep))  # a kill here loses nothing
         self._f = self.path.open("a")
 
     def on_step_end(self, trainer: Any, metrics: dict[str, float]) -> None:

@@ -12,6 +12,7 @@ import torch
 from mugs.atomic import CHECKPOINT_NAME as CHECKPOINT_NAME  # re-exported
 from mugs.atomic import atomic_path
 from mugs.atomic import atomic_write_text as atomic_write_text  # re-exported
+from mugs.atomic import remove_stale_temps as remove_stale_temps  # re-exported
 
 
 def atomic_save(obj: Any, path: str | Path) -> None:
@@ -49,5 +50,18 @@ def _legacy_numpy_globals() -> list[Any]:
 def load(path: str | Path) -> dict[str, Any]:
     """Load a checkpoint without arbitrary unpickling (``weights_only``: tensors, plain containers,
     and by name the numpy array types of older checkpoints' RNG state)."""
-    with torch.serialization.safe_globals(_legacy_numpy_globals()):
-        return torch.load(path, map_location="cpu", weights_only=True)
+    import pickle
+
+    try:
+        with torch.serialization.safe_globals(_legacy_numpy_globals()):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[-1][:300] if str(e).strip() else type(e).__name__
+        raise UnsafeCheckpointError(
+            f"{path}: refused: it holds objects other than tensors and plain data, which loading "
+            f"would have to unpickle (and could run code). Only checkpoints written by mugs load. ({first})"
+        ) from e
+
+
+class UnsafeCheckpointError(ValueError):
+    """A checkpoint that can only be loaded by unpickling arbitrary objects."""

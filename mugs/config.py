@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from typing import Any
 import yaml
 
 from mugs.errors import ConfigError as ConfigError  # re-exported
+from mugs.strict_yaml import YamlInputError, parse_yaml, read_yaml_file
 
 
 @dataclass
@@ -213,9 +215,9 @@ def parse_override(item: str) -> dict[str, Any]:
     if not key:
         raise ConfigError(f"--set {item!r}: empty key")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{key}: value {raw!r} is not valid YAML: {e}") from e
+        value = parse_yaml(raw) if raw.strip() else None
+    except YamlInputError as e:
+        raise ConfigError(f"--set {key}: value {raw!r}: {e}") from e
     out: dict[str, Any] = {}
     node = out
     parts = key.split(".")
@@ -230,9 +232,9 @@ def load_yaml_file(path: str | Path) -> dict[str, Any]:
     if not p.is_file():
         raise ConfigError(f"config file {p}: not found")
     try:
-        data = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as e:
-        raise ConfigError(f"config file {p}: not valid YAML: {e}") from e
+        data = read_yaml_file(p)
+    except YamlInputError as e:
+        raise ConfigError(f"config file {e}") from e
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -285,6 +287,7 @@ def config_from_checkpoint(values: dict[str, Any]) -> MugsConfig:
 
 def validate(cfg: MugsConfig, check_data: bool = True) -> None:
     """Check every section; the first impossible value raises :class:`ConfigError` naming its key."""
+    _validate_finite(cfg)
     _validate_method(cfg.method, cfg.train)
     _validate_train_eval(cfg)
     _validate_model_data(cfg.model, cfg.data)
@@ -292,6 +295,16 @@ def validate(cfg: MugsConfig, check_data: bool = True) -> None:
         from mugs.data.datasets import check_data_available
 
         check_data_available(cfg.data)
+
+
+def _validate_finite(cfg: MugsConfig) -> None:
+    """No NaN or infinity anywhere (a float field, or an element of a list of them)."""
+    for section in ("model", "method", "data", "train", "eval"):
+        for f in dataclasses.fields(getattr(cfg, section)):
+            value = getattr(getattr(cfg, section), f.name)
+            items = value if isinstance(value, (list, tuple)) else [value]
+            if any(isinstance(x, float) and not math.isfinite(x) for x in items):
+                raise ConfigError(f"{section}.{f.name}: must be a finite number, got {value}")
 
 
 def _positive(values: dict[str, float], what: str = "must be > 0") -> None:

@@ -60,8 +60,12 @@ class Trainer:
         self._sync_batchnorm(device)
         d = self.student.backbone.embed_dim
         m = cfg.method
-        self.student_memory = LocalGroupMemory(d, m.memory_size, m.topk).to(device) if m.uses_local_group else None
-        self.teacher_memory = LocalGroupMemory(d, m.memory_size, m.topk).to(device) if m.uses_local_group else None
+        self.student_memory = (
+            LocalGroupMemory(d, m.memory_size, m.topk).to(device) if m.uses_local_group else None
+        )
+        self.teacher_memory = (
+            LocalGroupMemory(d, m.memory_size, m.topk).to(device) if m.uses_local_group else None
+        )
         self.loss = MultiGranularLoss(cfg).to(device)
         self.optimizer = build_optimizer(self.student, device)
         s_named = dict(self.student.named_parameters())
@@ -315,6 +319,8 @@ class Trainer:
 
     def maybe_resume(self) -> bool:
         """Load ``out_dir/checkpoint.pth`` if present. Refuses a checkpoint of a different model/method."""
+        if self.dist.is_main:  # a kill during an earlier save leaves its temporary file behind
+            ckpt.remove_stale_temps(self.out_dir, ckpt.CHECKPOINT_NAME)
         if not self.checkpoint_path.exists():
             return False
         state = ckpt.load(self.checkpoint_path)

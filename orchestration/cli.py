@@ -13,6 +13,7 @@ import yaml
 
 from mugs import __version__
 from mugs.config import ConfigError
+from orchestration.backends.slurm import SlurmInputError, check_name, slurm_options
 from orchestration.sweeps.spec import SpecError
 
 EXIT_USAGE = 2
@@ -20,6 +21,9 @@ EXIT_USAGE = 2
 
 class UsageError(Exception):
     """Bad input: reported with exit code 2, nothing submitted or created."""
+
+
+DEFAULT_MAX_TRIALS = 10_000  # a sweep planning more is a typo (a step of 1e-6), not a plan
 
 
 def _global_options(p: argparse.ArgumentParser, suppress: bool) -> None:
@@ -82,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--backend", default="local", help="local | slurm")
     t.add_argument("--wait", action="store_true", help="block until the chain ends")
     t.add_argument("--evals", default="knn", help="comma list of knn,linear ('' for none)")
-    t.add_argument("--name", help="trial name prefix")
+    t.add_argument("--name", type=_trial_name, help="trial name prefix (letters, digits, _.-)")
     t.add_argument("--experiment", default="mugs", help="MLflow experiment")
     t.add_argument("--max-requeues", type=int, default=3)
     _slurm_options(t)
@@ -103,6 +107,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     w.add_argument(
         "--dry-run", action="store_true", help="print the trial table (and sbatch plan); submit nothing"
+    )
+    w.add_argument(
+        "--max-trials",
+        type=int,
+        default=DEFAULT_MAX_TRIALS,
+        metavar="N",
+        help=f"refuse a sweep that plans more trials than this (default {DEFAULT_MAX_TRIALS})",
     )
     _slurm_options(w)
 
@@ -130,26 +141,51 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+SLURM_FLAGS = {key: "--" + cli.replace("_", "-") for cli, key in SLURM_KEYS.items()}  # field -> flag
+
+
+def _trial_name(value: str) -> str:
+    """``--name``: one safe word (it becomes a directory under <workdir>/trials and a job name)."""
+    try:
+        return check_name(value, "--name")
+    except SlurmInputError as e:
+        raise argparse.ArgumentTypeError(str(e).removeprefix("--name: ")) from None
+
+
+def _cluster_profile(path: Path) -> dict:
+    """The SLURM options of a cluster profile, validated (errors name the file and the key)."""
+    if not path.is_file():
+        raise UsageError(f"--cluster-profile {path}: not found")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise UsageError(f"--cluster-profile {path}: not valid YAML: {e}") from e
+    if not isinstance(data, dict):
+        raise UsageError(f"--cluster-profile {path}: top level must be a mapping")
+    opts: dict = {}
+    names: dict[str, str] = {}
+    for k, v in data.items():
+        key = str(k).replace("-", "_")
+        if key not in SLURM_KEYS:
+            raise UsageError(
+                f"--cluster-profile {path}: unknown key {k!r} (known: {', '.join(sorted(SLURM_KEYS))})"
+            )
+        opts[SLURM_KEYS[key]], names[SLURM_KEYS[key]] = v, str(k)
+    slurm_options(opts, lambda f: f"--cluster-profile {path}: {names.get(f, f)}")
+    return opts
+
+
 def _slurm_options_from(args: argparse.Namespace) -> dict:
+    """--cluster-profile, then the flags (which win); each source is validated on its own, so an
+    error names the flag or the profile's key (SlurmInputError: exit 2)."""
     opts: dict = {}
     if getattr(args, "cluster_profile", None):
-        path = Path(args.cluster_profile)
-        if not path.is_file():
-            raise UsageError(f"--cluster-profile {path}: not found")
-        data = yaml.safe_load(path.read_text()) or {}
-        if not isinstance(data, dict):
-            raise UsageError(f"--cluster-profile {path}: top level must be a mapping")
-        for k, v in data.items():
-            key = k.replace("-", "_")
-            if key not in SLURM_KEYS:
-                raise UsageError(
-                    f"--cluster-profile {path}: unknown key {k!r} (known: {', '.join(sorted(SLURM_KEYS))})"
-                )
-            opts[SLURM_KEYS[key]] = v
-    for cli, key in SLURM_KEYS.items():
-        v = getattr(args, cli, None)
-        if v is not None:
-            opts[key] = v
+        opts.update(_cluster_profile(Path(args.cluster_profile)))
+    flags = {
+        key: getattr(args, cli) for cli, key in SLURM_KEYS.items() if getattr(args, cli, None) is not None
+    }
+    slurm_options(flags, lambda f: SLURM_FLAGS.get(f, f))
+    opts.update(flags)
     return opts
 
 
@@ -181,11 +217,19 @@ def cmd_train(args: argparse.Namespace) -> int:
     workdir = Path(args.workdir)
     uri = tracking.resolve_tracking_uri(args.tracking_uri, workdir)
     trial_id = new_trial_id(cfg, args.name)
+    tracking.check_reachable(uri)  # before the trial directory exists
     spec = prepare_trial(cfg, workdir, uri, trial_id, evals, args.backend, args.experiment, args.max_requeues)
-    print(f"trial {trial_id}\n  dir    {spec.trial_dir}\n  mlflow {uri} run {spec.run_id}", flush=True)
+    print(
+        f"trial {trial_id}\n  dir    {spec.trial_dir}\n  mlflow {tracking.redact_uri(uri)} run {spec.run_id}",
+        flush=True,
+    )
     jobs = submit_trial(spec, backend, wait=args.wait)
     _print_jobs(jobs)
     if args.wait:
+        from orchestration.jobs.tracking_calls import safe
+        from orchestration.status import end_stale_run
+
+        safe(end_stale_run, spec.dir)  # a job that died without a word: its run ends with the reason
         return 0 if all(j["state"] == "COMPLETED" for j in jobs) else 1
     return 0
 
@@ -273,6 +317,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         sets=args.overrides,
         slurm=slurm,
         dry_run=args.dry_run,
+        max_trials=args.max_trials,
     )
     return run_sweep(req)
 
@@ -305,10 +350,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         print("\n".join(list_presets()))
         return 0
+    from mugs.strict_yaml import YamlInputError
+    from orchestration.sweeps.state import SweepLocked
+    from orchestration.tracking.uri import TrackingUnreachable, redact_uri
+
     try:
         return COMMANDS[args.command](args)
-    except (UsageError, ConfigError, SpecError) as e:
-        print(f"mugs-orch {args.command}: error: {e}", file=sys.stderr)
+    except (UsageError, ConfigError, SpecError, SweepLocked, TrackingUnreachable, YamlInputError) as e:
+        print(f"mugs-orch {args.command}: error: {redact_uri(str(e))}", file=sys.stderr)
         return EXIT_USAGE
 
 

@@ -7,9 +7,10 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from mugs.config import MugsConfig
+from mugs.config import ConfigError, MugsConfig
 from orchestration import tags, tracking
 from orchestration.backends import Backend
+from orchestration.backends.slurm import check_name
 from orchestration.failpoints import failpoint
 from orchestration.trial import TrialPaths, TrialSpec, config_hash
 
@@ -21,8 +22,18 @@ def absolutize_paths(cfg: MugsConfig) -> None:
 
 
 def new_trial_id(cfg: MugsConfig, name: str | None) -> str:
-    stem = name or cfg.preset or "trial"
+    """``<name or preset>-<time>-<config hash>``; the name must be one safe word (SlurmInputError)."""
+    stem = check_name(name, "--name") if name else check_name(cfg.preset or "trial", "preset")
     return f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}-{config_hash(cfg.to_dict())[:6]}"
+
+
+def _trial_dir(workdir: Path, trial_id: str) -> Path:
+    """``<workdir>/trials/<trial_id>``, refused (ConfigError) unless it is directly under trials/."""
+    root = (workdir / "trials").resolve()
+    trial_dir = (root / trial_id).resolve()
+    if Path(trial_id).name != trial_id or trial_id in ("", ".", "..") or trial_dir.parent != root:
+        raise ConfigError(f"trial id {trial_id!r}: its directory {trial_dir} is not directly under {root}")
+    return trial_dir
 
 
 def prepare_trial(
@@ -44,7 +55,7 @@ def prepare_trial(
     ``reference`` (:data:`orchestration.reference.UNTRAINED`) makes it a reference trial: 0
     pretraining steps, tagged ``mugs.reference``.
     """
-    trial_dir = (workdir / "trials" / trial_id).resolve()
+    trial_dir = _trial_dir(workdir, trial_id)  # before anything is created
     trial_dir.mkdir(parents=True, exist_ok=True)
     if TrialPaths(trial_dir).spec.exists():  # an earlier attempt got this far: finish its work
         spec = TrialSpec.load(trial_dir)

@@ -244,3 +244,10 @@ def read_jobs(trial_dir: str | Path) -> list[dict[str, Any]]:
 
 def write_jobs(trial_dir: str | Path, jobs: list[dict[str, Any]]) -> None:
     atomic_write_text(Path(trial_dir) / JOBS_FILE, json.dumps(jobs, indent=1))
+
+
+def update_job(trial_dir: str | Path, idx: int, **fields: str) -> None:
+    """Set fields of job ``idx`` in jobs.json (one writer at a time: the local runner or its child)."""
+    jobs = read_jobs(trial_dir)
+    jobs[idx].update(fields)
+    write_jobs(trial_dir, jobs)

@@ -20,6 +20,7 @@ from typing import Any
 import pandas as pd
 
 from orchestration.reference import REFERENCE_COLUMN
+from orchestration.trial import TrialState
 from reports.fetch import SweepData
 from reports.values import is_missing, parse_value
 
@@ -35,6 +36,16 @@ _STATUS_TO_STATE = {
 }
 _CSV_FAILED = {"FAILED", "KILLED", "ERROR", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL"}
 _CSV_RUNNING = {"RUNNING", "SCHEDULED", "STARTING"}
+_TRIAL_STATE_TO_REPORT = {
+    TrialState.FAILED.value: FAILED,
+    TrialState.PRUNED.value: PRUNED,
+    TrialState.PENDING.value: RUNNING,
+    TrialState.RUNNING.value: RUNNING,
+    TrialState.EVALUATING.value: RUNNING,
+    TrialState.STOPPED.value: MISSING,
+    TrialState.NEW.value: MISSING,
+    TrialState.DONE.value: MISSING,  # done, yet no run to read its results from
+}
 
 Setting = tuple[Any, ...]
 
@@ -77,8 +88,15 @@ def state_of_status(status: Any) -> str:
 
 
 def state_of_csv(state: Any) -> str:
-    """A trials.csv ``state`` (of a trial without a run) as a trial state."""
-    text = str(state or "").strip().upper()
+    """A trials.csv ``state`` (of a trial without a run) as a report state: the driver's
+    :class:`~orchestration.trial.TrialState` values (``failed``, ``pruned``; ``pending``,
+    ``running``, ``evaluating`` count as RUNNING; ``stopped``, and ``done`` without its run, as
+    MISSING), and for older files the status words they held."""
+    text = str(state or "").strip()
+    by_trial_state = _TRIAL_STATE_TO_REPORT.get(text.lower())
+    if by_trial_state is not None:
+        return by_trial_state
+    text = text.upper()
     if text == PRUNED:
         return PRUNED
     if text in _CSV_FAILED:

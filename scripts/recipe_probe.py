@@ -48,7 +48,10 @@ def knn_top1(backbone: torch.nn.Module, cfg: MugsConfig, k: int = 20) -> float:
 def _first_last(rows: list[dict[str, float]]) -> dict[str, list[float]]:
     n = max(1, len(rows) // 10)
     keys = ["loss"] + sorted(k for k in rows[0] if k.startswith("loss/"))
-    return {k: [round(sum(r[k] for r in rows[:n]) / n, 3), round(sum(r[k] for r in rows[-n:]) / n, 3)] for k in keys}
+    return {
+        k: [round(sum(r[k] for r in rows[:n]) / n, 3), round(sum(r[k] for r in rows[-n:]) / n, 3)]
+        for k in keys
+    }
 
 
 def main() -> None:

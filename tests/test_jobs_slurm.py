@@ -176,3 +176,29 @@ def test_crash_fails_run_and_cancels_eval(slurm_cluster, slurm_workdir, mlflow_s
     client = mlflow.MlflowClient(tracking_uri=mlflow_server)
     exp = client.get_experiment_by_name("crash")
     assert not client.search_runs([exp.experiment_id], "attributes.status = 'RUNNING'")
+
+
+def test_job_killed_outside_the_task_ends_its_run_with_the_reason(
+    slurm_cluster, slurm_workdir, mlflow_server, services
+):
+    """A pretraining job SIGKILLed by the scheduler (what an OOM kill or a lost node does) writes
+    nothing itself: `mugs-orch status` ends its run with the state sacct reports as the reason,
+    and the eval that depended on it is cancelled. No run stays RUNNING."""
+    wd = slurm_workdir / "runs"
+    r = orch("train", "--preset", "demo", "--set", "train.epochs=1000", "--evals", "knn", *SMALL,
+             "--experiment", "killed", workdir=wd, uri=mlflow_server)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    trial = only_trial(wd)
+    wait_for(lambda: last_step(trial) >= 5, 300, "training to start")
+    pre, knn = (j["job_id"] for j in jobs(trial))
+    subprocess.run(["scancel", "--signal=KILL", "--full", pre], check=True, timeout=60)
+    final = _sacct(services, pre)
+    assert _sacct(services, knn)["State"] == "CANCELLED"
+    st = orch("status", workdir=wd, uri=mlflow_server)
+    assert st.returncode == 0, st.stderr
+    run = run_of(trial, mlflow_server)
+    assert run.info.status in ("FAILED", "KILLED"), run.info.status
+    assert f"pretrain {final['State'].split()[0]}" in run.data.tags["mugs.failure_reason"]
+    client = mlflow.MlflowClient(tracking_uri=mlflow_server)
+    exp = client.get_experiment_by_name("killed")
+    assert not client.search_runs([exp.experiment_id], "attributes.status = 'RUNNING'")

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -13,8 +11,7 @@ import mlflow
 import pytest
 import yaml
 
-from orchestration.reference import REFERENCE_TAG, TRIAL_INFIX
-from tests.orch_helpers import wait_for
+from orchestration.reference import REFERENCE_TAG
 
 pytestmark = [pytest.mark.mlflow, pytest.mark.timeout(1200)]
 REPO = Path(__file__).resolve().parents[1]
@@ -133,49 +130,6 @@ def test_loss_weight_sweep_local(tmp_path, mlflow_server):
     assert all(r["n"] == "1" for r in rows), "n = number of seeds"
     from_mlflow = sorted(c.data.metrics["eval/knn_top1"] for c in children)
     assert sorted(float(r["eval/knn_top1.mean"]) for r in rows) == pytest.approx(from_mlflow, abs=1e-9)
-
-
-def test_killed_driver_resumes_without_rerunning(tmp_path, mlflow_server):
-    wd = tmp_path / "w"
-    spec = REPO / "sweeps" / "queue_sizes.yaml"
-    env = {**os.environ}
-    first = subprocess.Popen(
-        sweep_cmd(spec, wd, mlflow_server),
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
-        trials = wd / "trials"
-        wait_for(
-            lambda: any(
-                (d / "eval_knn.json").exists() for d in trials.glob("*") if f"-{TRIAL_INFIX}-" not in d.name
-            ),
-            600,
-            "a finished trial",
-        )
-        os.kill(first.pid, signal.SIGKILL)  # the orchestrator only; trial runners keep going
-        first.wait(30)
-        r = subprocess.run(
-            sweep_cmd(spec, wd, mlflow_server), capture_output=True, text=True, timeout=1100, cwd=REPO
-        )
-        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-        assert "resuming" in r.stdout
-    finally:
-        subprocess.run(
-            [str(Path(sys.executable).parent / "ray"), "stop", "--force"], capture_output=True, timeout=120
-        )
-    parent, children = runs_of(mlflow_server, wd, "queue_sizes")
-    hashes = [c.data.tags["mugs.config_hash"] for c in children]
-    assert len(hashes) == 5 and len(set(hashes)) == 5, "one run per config hash (4 settings + the reference)"
-    for d in (wd / "trials").glob("*"):
-        steps = [json.loads(x)["step"] for x in (d / "metrics.jsonl").read_text().splitlines()]
-        assert len(steps) == len(set(steps)), f"{d.name}: a step was trained twice"
-        starts = (d / "pretrain_starts.log").read_text().splitlines()
-        assert len(starts) == 1, f"{d.name}: pretraining started {len(starts)} times"
-    assert all(c.info.status == "FINISHED" for c in children)
 
 
 def test_optuna_sweep_proposes_distinct_configs(tmp_path, mlflow_server):

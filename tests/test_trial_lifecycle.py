@@ -232,3 +232,19 @@ def _last_step(d: Path) -> int:
         return int(json.loads(lines[-1])["step"]) if lines else 0
     except (OSError, ValueError, KeyError):
         return 0
+
+
+def test_reports_read_the_drivers_states():
+    """trials.csv holds TrialState values: a trial without a run yet, still evaluating or pending,
+    is RUNNING in a report (it was MISSING when the vocabularies differed)."""
+    from reports.aggregate import FAILED, MISSING, PRUNED, RUNNING, state_of_csv
+
+    expected = {
+        TrialState.PENDING: RUNNING,
+        TrialState.RUNNING: RUNNING,
+        TrialState.EVALUATING: RUNNING,
+        TrialState.FAILED: FAILED,
+        TrialState.PRUNED: PRUNED,
+        TrialState.STOPPED: MISSING,
+    }
+    assert {s: state_of_csv(s.value) for s in expected} == expected

@@ -33,7 +33,7 @@ from mugs.errors import EXIT_REQUEUED
 from orchestration import tags
 from orchestration.backends.base import TERMINAL, JobState
 from orchestration.backends.liveness import ProcessRecord, read_record, remove_if_mine, write_record
-from orchestration.trial import TrialPaths, TrialSpec, read_jobs, write_jobs
+from orchestration.trial import TrialPaths, TrialSpec, read_jobs, update_job, write_jobs
 
 HEARTBEAT_S = 10.0
 
@@ -153,72 +153,73 @@ def _heartbeat(paths: TrialPaths) -> None:
     threading.Thread(target=beat, name="runner-heartbeat", daemon=True).start()
 
 
-def _set(trial_dir: Path, idx: int, **kw: str) -> None:
-    jobs = read_jobs(trial_dir)
-    jobs[idx].update(kw)
-    write_jobs(trial_dir, jobs)
-
-
 class _Runner:
-    """The chain of one trial, each job in a child process of this one (same process group, so a
-    cancel's SIGTERM reaches both: the job checkpoints and exits, the runner records it)."""
+    """The chain of one trial, run by a child process of this one (``orchestration.jobs.run chain``:
+    pretraining and evaluations in one process; same process group, so a cancel's SIGTERM reaches
+    both). The runner reruns the child when pretraining asks to be requeued (within the bound)
+    and records how a job ended when the child could not: a failure, a cancel, a signal."""
 
     def __init__(self, trial_dir: Path) -> None:
         self.paths = TrialPaths(trial_dir)
         self.spec = TrialSpec.load(trial_dir)
         self.cancelled = False
-        self.child: subprocess.Popen | None = None
 
     def on_term(self, signum: int, _frame: object) -> None:
         self.cancelled = True  # the child got the same signal (process group); wait for it
 
-    def job_command(self, job: JobState) -> list[str]:
-        cmd = [sys.executable, "-m", "orchestration.jobs.run", job["kind"], str(self.paths.dir)]
-        return cmd + (["--protocol", job["protocol"]] if job["kind"] == "eval" else [])
-
-    def run_job(self, job: JobState, attempt: int) -> int:
-        """The job's exit code; minus the signal number if a signal ended it."""
+    def run_child(self, attempt: int) -> int:
+        """The child's exit code; minus the signal number if a signal ended it."""
         env = {**os.environ, "MUGS_REQUEUE_COUNT": str(attempt), "MUGS_RUNNER_PID": str(os.getpid())}
-        self.child = subprocess.Popen(self.job_command(job), env=env, stdin=subprocess.DEVNULL)
-        return self.child.wait()  # a SIGTERM meanwhile only sets the flag; the wait goes on
+        cmd = [sys.executable, "-m", "orchestration.jobs.run", "chain", str(self.paths.dir)]
+        child = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL)
+        return child.wait()  # a SIGTERM meanwhile only sets the flag; the wait goes on
 
-    def run_with_requeues(self, i: int, job: JobState) -> int:
-        attempt = 0
-        while True:
-            _set(self.paths.dir, i, state="RUNNING", start=str(time.time()), attempt=str(attempt))
-            rc = self.run_job(job, attempt)
-            if self.paths.cancelled.exists() or self.paths.cancel_request.exists():
-                self.cancelled = True
-            if rc == EXIT_REQUEUED and not self.cancelled and attempt < self.spec.max_requeues:
-                attempt += 1
-                _set(self.paths.dir, i, state="REQUEUED")
-                continue
-            return rc
+    def unfinished(self) -> int | None:
+        """Index of the first job not COMPLETED (the one the child was running), or None."""
+        return next((i for i, j in enumerate(read_jobs(self.paths.dir)) if j["state"] != "COMPLETED"), None)
 
-    def record_end(self, i: int, job: JobState, rc: int) -> bool:
-        """Record the job's end; whether it failed (the chain's later jobs are then cancelled)."""
-        if rc == 0:
-            _set(self.paths.dir, i, state="COMPLETED", exit_code="0:0", end=str(time.time()))
-            return False
+    def record_end(self, i: int, rc: int) -> None:
+        """Record how job ``i`` ended (the child died in it, or it failed)."""
+        job = read_jobs(self.paths.dir)[i]
         state = "CANCELLED" if self.cancelled else "FAILED"
-        code = f"{rc}:0" if rc > 0 else f"0:{-rc}"  # sacct's exit:signal
-        _set(self.paths.dir, i, state=state, exit_code=code, end=str(time.time()))
+        code = f"{rc}:0" if rc >= 0 else f"0:{-rc}"  # sacct's exit:signal
+        update_job(self.paths.dir, i, state=state, exit_code=code, end=str(time.time()))
         if rc < 0 and not self.cancelled:
             record_killed_job(self.spec, job, -rc)
-        return True
+
+    def cancel_rest(self, failed: bool) -> None:
+        for i, j in enumerate(read_jobs(self.paths.dir)):
+            if j["state"] not in TERMINAL:
+                why = "dependency never satisfied" if failed else "cancelled"
+                update_job(self.paths.dir, i, state="CANCELLED", exit_code=why)
 
     def __call__(self) -> int:
         signal.signal(signal.SIGTERM, self.on_term)
         signal.signal(signal.SIGUSR2, signal.SIG_IGN)  # preemption is the job's to handle
         _heartbeat(self.paths)
-        failed = False
-        for i, job in enumerate(read_jobs(self.paths.dir)):
-            self.cancelled = self.cancelled or self.paths.cancel_request.exists()
-            if failed or self.cancelled:
-                why = "dependency never satisfied" if failed else "cancelled"
-                _set(self.paths.dir, i, state="CANCELLED", exit_code=why)
+        attempt, failed = 0, False
+        while not (self.cancelled or self.paths.cancel_request.exists()):
+            rc = self.run_child(attempt)
+            self.cancelled = (
+                self.cancelled or self.paths.cancelled.exists() or self.paths.cancel_request.exists()
+            )
+            i = self.unfinished()
+            if i is None:
+                break
+            pretraining = read_jobs(self.paths.dir)[i]["kind"] == "pretrain"
+            if (
+                rc == EXIT_REQUEUED
+                and pretraining
+                and not self.cancelled
+                and attempt < self.spec.max_requeues
+            ):
+                attempt += 1
+                update_job(self.paths.dir, i, state="REQUEUED")
                 continue
-            failed = self.record_end(i, job, self.run_with_requeues(i, job))
+            self.record_end(i, rc if rc != 0 else 1)
+            failed = not self.cancelled
+            break
+        self.cancel_rest(failed)
         return 0
 
 

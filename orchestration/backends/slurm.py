@@ -1,36 +1,118 @@
 """SLURM backend through submitit: pretraining, then evaluations as ``afterok`` dependencies
 (cancelled by SLURM if pretraining fails), requeue on USR2 (preemption or ``--signal`` before
 the time limit), DDP across tasks/nodes, a code snapshot per submission, arrays split to the
-cluster's MaxArraySize."""
+cluster's MaxArraySize.
+
+Nothing hostile reaches sbatch: options are strict (:class:`SlurmOptions`: integers, single safe
+words), job and trial names are safe words (:func:`check_name`), and each generated script is
+checked before it is submitted (:func:`check_sbatch_script`); refusals are SlurmInputError."""
 
 from __future__ import annotations
 
+import functools
+import re
 import shlex
 import subprocess
 import time
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic_core import PydanticCustomError
+
+from mugs.errors import ConfigError
 from orchestration.backends.base import TERMINAL, JobState
 from orchestration.snapshot import snapshot_code
 from orchestration.trial import TrialSpec, read_jobs, write_jobs
 
+# Everything below is matched with re.fullmatch (``$`` alone would let a trailing newline through).
+NAME_LIMIT = 100  # trial names (--name) and sweep names
+JOB_NAME_LIMIT = 200  # mugs-<trial id>[-<protocol>], mugs-sweep-<sweep name>[-<protocol>]
+NAME_PATTERN = rf"^[A-Za-z0-9][A-Za-z0-9_.-]{{0,{NAME_LIMIT - 1}}}$"  # no "/", no "." or ".."
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+WORD_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.,:+-]{0,127}$"  # partition, account, qos (comma lists too)
+# sbatch --constraint: names, & (AND), | (OR), * (node count), [...] (matching OR, multiple
+# counts), (...) (grouping), comma lists. No whitespace, quotes, #, $, `, ; or control characters.
+CONSTRAINT_PATTERN = r"^[A-Za-z0-9(\[][A-Za-z0-9_.,:+*&|()\[\]-]{0,255}$"
+_UNSAFE = "slurm_unsafe_value"
 
-@dataclass
-class SlurmOptions:
-    partition: str | None = None
-    account: str | None = None
-    qos: str | None = None
-    gpus: int = 0  # per node
-    cpus: int = 2  # per task
-    mem: float | None = None  # GB per node
-    time: int = 60  # minutes
-    nodes: int = 1
-    tasks_per_node: int | None = None  # default: gpus, or 1
-    constraint: str | None = None
-    signal_delay_s: int = 90  # USR2 this long before the time limit
-    eval_time: int | None = None
+
+class SlurmInputError(ConfigError):
+    """A value bound for SLURM (an option, a job or trial name, the generated sbatch script) is
+    refused; the message names the key. A ConfigError: the CLI reports it with exit code 2."""
+
+
+def _safe(pattern: str, rule: str) -> AfterValidator:
+    rx = re.compile(pattern)
+
+    def check(value: str) -> str:
+        if not rx.fullmatch(value):
+            raise PydanticCustomError(
+                _UNSAFE, "{value} refused: {rule}", {"value": repr(value), "rule": rule}
+            )
+        return value
+
+    return AfterValidator(check)
+
+
+SlurmWord = Annotated[
+    str,
+    Field(strict=True),
+    _safe(WORD_PATTERN, "letters, digits and _.,:+- only, first a letter or digit, at most 128 characters"),
+]
+Constraint = Annotated[
+    str,
+    Field(strict=True),
+    _safe(
+        CONSTRAINT_PATTERN,
+        "feature names with &|*,[]() only (no spaces, quotes, #$`;), at most 256 characters",
+    ),
+]
+_Int = Field(strict=True)  # no 1.5, no "2", no true
+
+
+class SlurmOptions(BaseModel):
+    """What a trial asks SLURM for. Strict: integers are integers, strings are single safe words,
+    so no value can add a line to (or end the options of) the generated sbatch script."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    partition: SlurmWord | None = None
+    account: SlurmWord | None = None
+    qos: SlurmWord | None = None
+    gpus: int = Field(default=0, ge=0, strict=True)  # per node
+    cpus: int = Field(default=2, ge=1, strict=True)  # per task
+    mem: float | None = Field(default=None, ge=0.001, allow_inf_nan=False, strict=True)  # GB per node
+    time: int = Field(default=60, ge=1, strict=True)  # minutes
+    nodes: int = Field(default=1, ge=1, strict=True)
+    tasks_per_node: int | None = Field(default=None, ge=1, strict=True)  # default: gpus, or 1
+    constraint: Constraint | None = None
+    signal_delay_s: int = Field(default=90, ge=0, le=65535, strict=True)  # USR2 this long before the limit
+    eval_time: int | None = Field(default=None, ge=1, strict=True)  # minutes; default: time
+
+
+def slurm_options(values: Mapping[Any, Any], key: Callable[[str], str] = str) -> SlurmOptions:
+    """``values`` as SlurmOptions, or SlurmInputError naming each bad key as ``key(field)``."""
+    try:
+        return SlurmOptions.model_validate(dict(values))
+    except ValidationError as e:
+        problems = []
+        for err in e.errors():
+            name = key(".".join(str(p) for p in err["loc"]))
+            got = "" if err["type"] in (_UNSAFE, "extra_forbidden") else f" (got {err['input']!r})"
+            problems.append(f"{name}: {err['msg']}{got}")
+        raise SlurmInputError("; ".join(problems)) from None
+
+
+def check_name(value: str, key: str, limit: int = NAME_LIMIT) -> str:
+    """``value`` if it is a safe name (one path component, one shell word), else SlurmInputError."""
+    if not isinstance(value, str) or len(value) > limit or not _NAME.fullmatch(value):
+        raise SlurmInputError(
+            f"{key}: {value!r} refused: letters, digits and _.- only, first a letter or digit, "
+            f"at most {limit} characters"
+        )
+    return value
 
 
 def scontrol_config() -> dict[str, str]:
@@ -73,6 +155,110 @@ def sacct_states(job_ids: list[str]) -> dict[str, tuple[str, str]]:
     return res
 
 
+# ------------------------------------------------------------------ the sbatch script check
+_SBATCH_LINE = re.compile(r"#SBATCH --([a-z][a-z0-9-]*)(?:=([A-Za-z0-9_@%+=:,./-]+|'[^'\n]*'))?")
+_CONTROL = re.compile(r"[\x00-\x09\x0b-\x1f\x7f]")  # every control character but the newline
+SUBMITIT_EXPORT = "export SUBMITIT_EXECUTOR=slurm"
+
+
+def _refuse(problem: str) -> SlurmInputError:
+    return SlurmInputError(f"sbatch script: {problem}; refusing to submit it")
+
+
+def _parse_script(lines: list[str]) -> tuple[dict[str, str | None], list[tuple[int, str]]]:
+    """The ``#SBATCH`` options and the command lines (number, text) of a script's lines."""
+    options: dict[str, str | None] = {}
+    commands: list[tuple[int, str]] = []
+    for no, line in enumerate(lines, start=1):
+        if line.startswith("#SBATCH"):
+            if commands:
+                raise _refuse(
+                    f"line {no} {line!r} comes after the first command (line {commands[0][0]} "
+                    f"{commands[0][1]!r}): sbatch would ignore it"
+                )
+            m = _SBATCH_LINE.fullmatch(line)
+            if m is None:
+                raise _refuse(f"line {no} {line!r} is not a plain #SBATCH --option=value line")
+            if m[1] in options:
+                raise _refuse(f"line {no}: --{m[1]} given twice")
+            options[m[1]] = None if m[2] is None else shlex.split(m[2])[0]
+        elif line.strip() and not line.startswith("#"):
+            commands.append((no, line))
+    return options, commands
+
+
+def _check_commands(commands: list[tuple[int, str]], setup: Sequence[str]) -> None:
+    """The command lines are the setup lines, the submitit export, then one srun line."""
+    want = [*setup, SUBMITIT_EXPORT]
+    for i, (no, line) in enumerate(commands):
+        if i < len(want) and line != want[i]:
+            raise _refuse(f"line {no} {line!r} is not a line this project writes (expected {want[i]!r})")
+        if i > len(want):
+            raise _refuse(f"line {no} {line!r} is not a line this project writes (after the srun line)")
+    if len(commands) != len(want) + 1:
+        raise _refuse(f"{len(commands)} command lines, expected {len(want) + 1} (setup, export, srun)")
+    no, line = commands[-1]
+    try:
+        words = shlex.split(line)
+    except ValueError as e:
+        raise _refuse(f"line {no} {line!r}: {e}") from None
+    if words[:1] != ["srun"] or "submitit.core._submit" not in words or shlex.join(words) != line:
+        raise _refuse(f"line {no} {line!r} is not a plain srun ... submitit.core._submit command")
+
+
+def check_sbatch_script(text: str, expect: Mapping[str, str], setup: Sequence[str] = ()) -> None:
+    """Refuse (SlurmInputError) an sbatch script not shaped as submitit writes it for us: every
+    ``#SBATCH`` line before the first command, each a single ``--option=word``; the options in
+    ``expect`` (e.g. ``time``, ``signal``) present with those values; the commands exactly the
+    ``setup`` lines, the submitit export and one srun line; no control character anywhere."""
+    bad = _CONTROL.search(text)
+    if bad:
+        line = text.count("\n", 0, bad.start()) + 1
+        raise _refuse(f"control character {bad.group()!r} on line {line}")
+    lines = text.split("\n")
+    if lines[0] != "#!/bin/bash":
+        raise _refuse(f"line 1 is {lines[0]!r}, not #!/bin/bash")
+    options, commands = _parse_script(lines)
+    for key, value in expect.items():
+        if key not in options:
+            raise _refuse(f"no #SBATCH --{key} line before the first command (expected --{key}={value})")
+        if options[key] != value:
+            raise _refuse(f"#SBATCH --{key}={options[key]} where --{key}={value} was expected")
+    _check_commands(commands, setup)
+
+
+@functools.cache
+def _checked_executor_class() -> type:
+    import submitit
+    from submitit.slurm import slurm as submitit_slurm
+
+    class CheckedExecutor(submitit.AutoExecutor):
+        """submitit's SLURM executor that checks each sbatch script before it is submitted: a
+        single job's, or an array's (submitit writes arrays through a fresh SlurmExecutor,
+        from the same parameters plus the task count: the text checked is the text submitted)."""
+
+        def __init__(self, folder: Path, expect: dict[str, str]) -> None:
+            super().__init__(folder=folder, cluster="slurm")
+            self.expect = expect
+
+        def sbatch_text(self, tasks: int = 1) -> str:
+            inner = self._executor
+            params = {**inner.parameters, **({"map_count": tasks} if tasks > 1 else {})}
+            return submitit_slurm._make_sbatch_string(
+                command=inner._submitit_command_str, folder=inner.folder, **params
+            )
+
+        def check(self, tasks: int = 1) -> None:
+            setup = self._executor.parameters.get("setup") or []
+            check_sbatch_script(self.sbatch_text(tasks), self.expect, setup)
+
+        def _internal_process_submissions(self, delayed_submissions: list[Any]) -> list[Any]:
+            self.check(len(delayed_submissions))
+            return super()._internal_process_submissions(delayed_submissions)
+
+    return CheckedExecutor
+
+
 class SlurmBackend:
     name = "slurm"
 
@@ -89,14 +275,20 @@ class SlurmBackend:
         dependency: str = "afterok",
     ) -> Any:
         """A submitit executor for pretraining (``after`` None) or an evaluation depending on ``after``."""
-        import submitit
+        from submitit.slurm.slurm import SlurmJobEnvironment
 
         o = self.o
-        ex = submitit.AutoExecutor(folder=folder or spec.dir / "slurm" / "%j", cluster="slurm")
+        check_name(name, "SLURM job name", JOB_NAME_LIMIT)
         is_eval = after is not None
+        minutes = (o.eval_time or o.time) if is_eval else o.time
+        expect = {
+            "job-name": name,
+            "time": str(minutes),
+            "signal": f"{SlurmJobEnvironment.USR_SIG}@{o.signal_delay_s}",
+        }
         params: dict[str, Any] = {
             "name": name,
-            "timeout_min": (o.eval_time or o.time) if is_eval else o.time,
+            "timeout_min": minutes,
             "nodes": 1 if is_eval else o.nodes,
             "tasks_per_node": 1 if is_eval else (o.tasks_per_node or max(o.gpus, 1)),
             "cpus_per_task": o.cpus,
@@ -109,12 +301,13 @@ class SlurmBackend:
             params["mem_gb"] = o.mem
         for key in ("partition", "account", "qos", "constraint"):
             if getattr(o, key):
-                params[f"slurm_{key}"] = getattr(o, key)
+                params[f"slurm_{key}"] = expect[key] = getattr(o, key)
         # run in the snapshot: `python -m` puts the working directory first on sys.path
         additional: dict[str, Any] = {"requeue": True, "chdir": str(snapshot)}
         if is_eval:
             additional.update({"dependency": f"{dependency}:{after}", "kill-on-invalid-dep": "yes"})
         params["slurm_additional_parameters"] = additional
+        ex = _checked_executor_class()(folder or spec.dir / "slurm" / "%j", expect)
         ex.update_parameters(**params)
         return ex
 

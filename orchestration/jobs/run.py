@@ -1,5 +1,6 @@
-"""``python -m orchestration.jobs.run pretrain|eval TRIAL_DIR [--protocol P]``: run one job of a
-trial in this process (the local runner starts each job so, as its child)."""
+"""``python -m orchestration.jobs.run pretrain|eval|chain TRIAL_DIR [--protocol P]``: run one job
+of a trial in this process, or (``chain``, what the local runner starts as its child) every job
+not yet completed."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from collections.abc import Sequence
 
 from orchestration.jobs.evaluate import EvalTask
 from orchestration.jobs.pretrain import PretrainTask
-from orchestration.trial import EVAL_PROTOCOLS, TrialSpec
+from orchestration.trial import EVAL_PROTOCOLS, TrialSpec, read_jobs, update_job
 
 
 def die_with_runner() -> None:
@@ -29,9 +30,38 @@ def die_with_runner() -> None:
         os._exit(1)
 
 
+def run_remaining_jobs(spec: TrialSpec) -> int:
+    """The local runner's child: every job of jobs.json not yet COMPLETED, in order, in this one
+    process (one start-up for pretraining and its evaluations). Each is marked RUNNING before and
+    COMPLETED after; a job that fails or asks to be requeued ends the process with its exit
+    code and stays RUNNING in jobs.json, for the runner to record."""
+    import signal
+    import time
+
+    for i, job in enumerate(read_jobs(spec.dir)):
+        if job["state"] == "COMPLETED":
+            continue
+        if spec.paths.cancel_request.exists():
+            return 1
+        update_job(
+            spec.dir,
+            i,
+            state="RUNNING",
+            start=str(time.time()),
+            attempt=os.environ.get("MUGS_REQUEUE_COUNT", "0"),
+        )
+        if job["kind"] == "pretrain":
+            PretrainTask(spec)()
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the trainer's handler: a cancel now ends us
+        else:
+            EvalTask(spec, job["protocol"])()
+        update_job(spec.dir, i, state="COMPLETED", exit_code="0:0", end=str(time.time()))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m orchestration.jobs.run")
-    p.add_argument("kind", choices=("pretrain", "eval"))
+    p.add_argument("kind", choices=("pretrain", "eval", "chain"))
     p.add_argument("trial_dir")
     p.add_argument("--protocol", choices=EVAL_PROTOCOLS)
     a = p.parse_args(argv)
@@ -42,6 +72,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         torch.set_num_threads(int(threads))
     spec = TrialSpec.load(a.trial_dir)
+    if a.kind == "chain":
+        return run_remaining_jobs(spec)
     if a.kind == "pretrain":
         PretrainTask(spec)()
     else:

@@ -47,6 +47,7 @@ class SweepRequest:
     sets: list[str] = field(default_factory=list)
     slurm: dict[str, Any] = field(default_factory=dict)
     dry_run: bool = False
+    max_trials: int = 10_000
 
 
 def _flatten_set(item: str) -> tuple[str, Any]:
@@ -99,8 +100,18 @@ def prepare_spec(req: SweepRequest) -> tuple[SweepSpec, dict[str, Any]]:
     return spec, extra
 
 
-def expand(spec: SweepSpec, extra: dict[str, Any], spec_path: str) -> list[TrialPlan]:
-    """All trials of a grid/random sweep, every config validated (errors name the spec file)."""
+def expand(
+    spec: SweepSpec, extra: dict[str, Any], spec_path: str, max_trials: int = 10_000
+) -> list[TrialPlan]:
+    """All trials of a grid/random sweep, every config validated (errors name the spec file).
+    The count is checked against ``max_trials`` before anything is expanded."""
+    n = spec.planned_trials()
+    if n > max_trials:
+        sizes = " x ".join(str(ax.size() or "?") for ax in spec.axes)
+        raise SpecError(
+            f"{spec_path}: the sweep plans {n:,} trials ({sizes} values x {len(spec.seeds)} seeds), "
+            f"more than --max-trials {max_trials:,}; check the axes' ranges or raise --max-trials"
+        )
     try:
         if spec.search.kind == "grid":
             return grid(spec, extra)
@@ -390,7 +401,7 @@ def _dotted(config: dict[str, Any], key: str) -> Any:
 
 def run_sweep(req: SweepRequest) -> int:
     spec, extra = prepare_spec(req)
-    plans = expand(spec, extra, req.spec_path)
+    plans = expand(spec, extra, req.spec_path, req.max_trials)
     refs = expand_references(spec, extra, req.spec_path)
     if req.dry_run:
         if spec.search.kind == "optuna":
@@ -424,6 +435,7 @@ def run_sweep(req: SweepRequest) -> int:
             connect_ray(spec.backend.address)
         except RayConnectionError as e:
             raise SpecError(str(e)) from e
+    tracking.check_reachable(tracking.resolve_tracking_uri(req.tracking_uri, req.workdir))
     run = SweepRun(spec, extra, req)
     with driver_lock(run.sweep_dir):
         if spec.search.kind == "optuna":

@@ -227,9 +227,11 @@ class SlurmExecutor:
 
     def _submit_array(self, backend: Any, batch: list[TrialSpec], snapshot: Path, logs: Path) -> None:
         """Pretraining of ``batch`` as one array, each of its evaluations as an aftercorr array."""
+        from orchestration.backends.slurm import check_name
         from orchestration.jobs import EvalTask, PretrainTask
 
-        ex = backend._executor(batch[0], snapshot, f"mugs-sweep-{batch[0].sweep}", folder=logs)
+        job_name = f"mugs-sweep-{check_name(str(batch[0].sweep), 'sweep name')}"  # checked again in _executor
+        ex = backend._executor(batch[0], snapshot, job_name, folder=logs)
         ex.update_parameters(slurm_array_parallelism=len(batch))
         with ex.batch():
             pre_jobs = [ex.submit(PretrainTask(s)) for s in batch]
@@ -240,7 +242,7 @@ class SlurmExecutor:
             ev = backend._executor(
                 batch[0],
                 snapshot,
-                f"mugs-sweep-{batch[0].sweep}-{p}",
+                f"{job_name}-{p}",
                 after=array_id,
                 folder=logs,
                 dependency="aftercorr",

@@ -9,7 +9,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
-from mugs.config import MugsConfig, build_config, load_yaml_file
+from mugs.config import ConfigError, MugsConfig, build_config, load_yaml_file
 from orchestration.reference import TRIAL_INFIX, UNTRAINED, reference_evals
 from orchestration.submit import absolutize_paths
 from orchestration.sweeps.spec import Axis, SweepSpec
@@ -38,7 +38,7 @@ def nest(dotted: dict[str, Any]) -> dict[str, Any]:
         for p in parts[:-1]:
             node = node.setdefault(p, {})
             if not isinstance(node, dict):
-                raise ValueError(f"{key}: {p} is not a mapping")
+                raise ConfigError(f"{key}: {p} is set to a value, not a mapping of keys")
         node[parts[-1]] = value
     return out
 

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from mugs.config import ConfigError
 from orchestration import tags
 from orchestration.jobs.tracking_calls import safe
 from orchestration.sweeps.expand import plan, suggest
@@ -62,17 +63,36 @@ def run_optuna(run: Any) -> int:
 def _batch(
     run: Any, study: Any, pending: list[Any], dirs_for: Any, n_done: int
 ) -> list[tuple[Any, list[Path]]]:
-    """The next batch: first the trials a killed driver had asked but not told, then new asks."""
+    """The next batch: first the trials a killed driver had asked but not told, then new asks.
+
+    A proposal whose config does not validate (e.g. ``num_heads`` not dividing ``embed_dim``) is
+    told to the study as FAIL, with the reason, and the search goes on; so is a pending trial
+    that has no recorded setting (the driver died between ask and record)."""
+    import optuna
+
     spec = run.spec
     batch: list[tuple[Any, list[Path]]] = []
+    budget = spec.search.trials or 1
     for t in pending:
-        setting = json.loads(t.user_attrs["setting"])
-        batch.append((t.number, dirs_for(t, setting)))  # study.tell accepts the trial number
-    while n_done + len(batch) < (spec.search.trials or 1) and len(batch) < _parallel(run):
+        if "setting" not in t.user_attrs:
+            study.tell(t.number, state=optuna.trial.TrialState.FAIL)
+            print(f"[{spec.name}] optuna trial {t.number}: no recorded setting; told FAIL", flush=True)
+            n_done += 1
+            continue
+        batch.append((t.number, dirs_for(t, json.loads(t.user_attrs["setting"]))))  # tell takes the number
+    while n_done + len(batch) < budget and len(batch) < _parallel(run):
         trial = study.ask()
         setting = suggest(trial, spec)
         trial.set_user_attr("setting", json.dumps(setting))
-        batch.append((trial, dirs_for(trial, setting)))
+        try:
+            batch.append((trial, dirs_for(trial, setting)))
+        except ConfigError as e:
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            print(
+                f"[{spec.name}] optuna trial {trial.number}: proposal {setting} is invalid ({e}); told FAIL",
+                flush=True,
+            )
+            n_done += 1
     return batch
 
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from orchestration.backends.slurm import SlurmOptions
+from mugs.strict_yaml import YamlInputError, read_yaml_file
+from orchestration.backends.slurm import NAME_PATTERN, SlurmOptions
 
 
 class SpecError(ValueError):
@@ -76,9 +76,25 @@ class Axis(_Strict):
             start, stop, step = self.range
             if step <= 0 or stop < start:
                 raise ValueError("range is [start, stop, step] with step > 0 and stop >= start")
+        if self.log and self.low is not None and self.low <= 0:
+            raise ValueError(f"log: true needs low > 0 (got low={self.low})")
         if not self.keys:
             raise ValueError("key is empty")
+        for k in ("values", "choices"):
+            dup = duplicates(getattr(self, k) or [])
+            if dup:
+                raise ValueError(
+                    f"{k}: {dup[0]!r} appears twice (values are compared as numbers: 1e-3 == 0.001)"
+                )
         return self
+
+    def size(self) -> int | None:
+        """How many values the axis has, computed without listing them (None for low/high)."""
+        if self.range is not None:
+            start, stop, step = self.range
+            return int((stop - start) / step + 1e-9) + 1
+        values = self.values if self.values is not None else self.choices
+        return None if values is None else len(values)
 
     def grid_values(self) -> list[Any]:
         if self.values is not None:
@@ -95,6 +111,31 @@ class Axis(_Strict):
                 x += step
             return out
         raise SpecError(f"axis {self.key}: low/high axes have no grid; use search: random or optuna")
+
+
+def _canonical(value: Any) -> Any:
+    """A hashable form in which equal numbers are equal (1 == 1.0 == 1e0), lists element-wise."""
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return (type(value).__name__, value)
+    if isinstance(value, (int, float)):
+        return ("number", float(value))
+    if isinstance(value, (list, tuple)):
+        return ("list", tuple(_canonical(v) for v in value))
+    if isinstance(value, dict):
+        return ("dict", tuple(sorted((str(k), _canonical(v)) for k, v in value.items())))
+    return ("other", repr(value))
+
+
+def duplicates(values: list[Any]) -> list[Any]:
+    """The values that equal an earlier one, in order."""
+    seen: set[Any] = set()
+    out = []
+    for v in values:
+        c = _canonical(v)
+        if c in seen:
+            out.append(v)
+        seen.add(c)
+    return out
 
 
 class Search(_Strict):
@@ -118,15 +159,16 @@ class BackendSpec(_Strict):
     @field_validator("slurm")
     @classmethod
     def _slurm_keys(cls, v: dict[str, Any]) -> dict[str, Any]:
-        known = set(SlurmOptions.__dataclass_fields__)
-        bad = sorted(set(v) - known)
+        known = set(SlurmOptions.model_fields)
+        bad = sorted(set(map(str, v)) - known)
         if bad:
             raise ValueError(f"unknown SLURM option(s) {bad} (known: {', '.join(sorted(known))})")
+        SlurmOptions.model_validate(v)  # types and safe strings; errors read backend.slurm.<key>
         return v
 
 
 class SweepSpec(_Strict):
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    name: str = Field(pattern=NAME_PATTERN)  # a directory, MLflow and SLURM job names
     description: str = ""
     base: Base = Field(default_factory=Base)
     axes: list[Axis] = Field(min_length=1)
@@ -159,7 +201,20 @@ class SweepSpec(_Strict):
         dup = {k for k in keys if keys.count(k) > 1}
         if dup:
             raise ValueError(f"axes: key(s) swept twice: {sorted(dup)}")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds: {duplicates(self.seeds)[0]} appears twice")
         return self
+
+    def planned_trials(self) -> int:
+        """Trials the grid (or the random/optuna budget) will plan, times seeds, counted from the
+        axes' sizes before anything is expanded."""
+        if self.search.kind == "grid":
+            n = 1
+            for ax in self.axes:
+                n *= ax.size() or 1
+        else:
+            n = self.search.trials or 1
+        return n * len(self.seeds)
 
 
 def _loc(err: dict[str, Any]) -> str:
@@ -171,9 +226,9 @@ def load_spec(path: str | Path) -> SweepSpec:
     if not p.is_file():
         raise SpecError(f"{p}: sweep spec not found")
     try:
-        data = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as e:
-        raise SpecError(f"{p}: not valid YAML: {e}") from e
+        data = read_yaml_file(p)
+    except YamlInputError as e:
+        raise SpecError(str(e)) from e
     if not isinstance(data, dict):
         raise SpecError(f"{p}: top level must be a mapping")
     try:

@@ -26,14 +26,16 @@ from orchestration.tracking.runs import (
     set_status,
     set_tags,
 )
-from orchestration.tracking.uri import redact_uri, resolve_tracking_uri
+from orchestration.tracking.uri import TrackingUnreachable, check_reachable, redact_uri, resolve_tracking_uri
 
 __all__ = [
     "PARENT_RUN_TAG",
     "MlflowMetricsCallback",
     "SpoolSyncError",
+    "TrackingUnreachable",
     "TrackingUnavailableWarning",
     "apply_fail_fast_env",
+    "check_reachable",
     "client_for",
     "create_run",
     "fail_fast_env",
