@@ -9,10 +9,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-import yaml
-
 from mugs import __version__
 from mugs.config import ConfigError
+from mugs.strict_yaml import YamlInputError, read_yaml_file
 from orchestration.backends.slurm import SlurmInputError, check_name, slurm_options
 from orchestration.sweeps.spec import SpecError
 
@@ -157,9 +156,9 @@ def _cluster_profile(path: Path) -> dict:
     if not path.is_file():
         raise UsageError(f"--cluster-profile {path}: not found")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise UsageError(f"--cluster-profile {path}: not valid YAML: {e}") from e
+        data = read_yaml_file(path) or {}  # UTF-8, no duplicated key, no NaN
+    except YamlInputError as e:
+        raise UsageError(f"--cluster-profile {e}") from e
     if not isinstance(data, dict):
         raise UsageError(f"--cluster-profile {path}: top level must be a mapping")
     opts: dict = {}

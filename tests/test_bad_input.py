@@ -279,9 +279,10 @@ def test_second_driver_on_a_sweep_exits_2(tmp_path, mlflow_server):
 
 
 def test_invalid_optuna_proposal_is_told_fail_and_the_search_goes_on(tmp_path, mlflow_server):
-    """A proposal whose config does not validate (5 heads do not divide 96 dimensions) is told to
-    the study as FAIL, creates no trial and no run, and the sweep completes with the valid ones;
-    a rerun does not jam on it."""
+    """A proposal whose config does not validate is told to the study as FAIL, creates no trial
+    and no run, and the sweep completes with the valid ones; a rerun does not jam on it. Each
+    option is valid with the base config (the driver checks that before anything starts); only
+    the combination of 99 dimensions with 32 heads is not."""
     import optuna
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
@@ -289,8 +290,8 @@ def test_invalid_optuna_proposal_is_told_fail_and_the_search_goes_on(tmp_path, m
     spec = tmp_path / "o.yaml"
     spec.write_text(
         "name: optuna_heads\n"
-        "axes:\n  - {key: model.num_heads, choices: [5, 7, 3]}\n"
-        "search: {kind: optuna, trials: 5, parallel: 1, metric: eval/knn_top1, direction: maximize}\n"
+        "axes:\n  - {key: model.embed_dim, choices: [96, 99]}\n  - {key: model.num_heads, choices: [3, 32]}\n"
+        "search: {kind: optuna, trials: 6, parallel: 2, metric: eval/knn_top1, direction: maximize}\n"
         "default_profile: demo\nprofiles: {demo: {preset: demo}}\n"
     )
     wd = tmp_path / "wd"
@@ -301,11 +302,15 @@ def test_invalid_optuna_proposal_is_told_fail_and_the_search_goes_on(tmp_path, m
     journal = JournalFileBackend(str(wd / "sweeps" / "optuna_heads" / "optuna.journal"))
     trials = optuna.load_study(study_name="optuna_heads", storage=JournalStorage(journal)).trials
     states = {t.number: t.state.name for t in trials}
-    heads = {t.number: t.params.get("model.num_heads") for t in trials}
-    invalid = [n for n in states if [5, 7, 3][heads[n]] != 3]
-    assert invalid and all(states[n] == "FAIL" for n in invalid), (states, heads)
-    assert all(states[n] == "COMPLETE" for n in states if n not in invalid)
+    combo = {
+        t.number: ([96, 99][t.params["model.embed_dim"]], [3, 32][t.params["model.num_heads"]])
+        for t in trials
+    }
+    invalid = [n for n in states if combo[n] == (99, 32)]
+    assert invalid and all(states[n] == "FAIL" for n in invalid), (states, combo)
+    assert all(states[n] == "COMPLETE" for n in states if n not in invalid), (states, combo)
     client = mlflow.MlflowClient(tracking_uri=mlflow_server)
     exp = client.get_experiment_by_name("optuna_heads")
     runs = client.search_runs([exp.experiment_id], "tags.`mugs.role` = 'trial'")
-    assert {r.data.params["model.num_heads"] for r in runs} == {"3"}, "no run for an invalid proposal"
+    pairs = {(r.data.params["model.embed_dim"], r.data.params["model.num_heads"]) for r in runs}
+    assert ("99", "32") not in pairs, "no run for an invalid proposal"

@@ -248,3 +248,27 @@ def test_reports_read_the_drivers_states():
         TrialState.STOPPED: MISSING,
     }
     assert {s: state_of_csv(s.value) for s in expected} == expected
+
+
+def test_job_end_states_map_to_run_statuses_with_the_reason():
+    from orchestration.status import jobs_verdict
+
+    def chain(pre: str, ev: str, code: str = "") -> list[dict]:
+        return [
+            {"kind": "pretrain", "protocol": None, "job_id": "1", "state": pre, "exit_code": code},
+            {"kind": "eval", "protocol": "knn", "job_id": "2", "state": ev, "exit_code": ""},
+        ]
+
+    assert jobs_verdict(chain("COMPLETED", "COMPLETED")) is None
+    assert jobs_verdict(chain("RUNNING", "PENDING")) is None, "not over yet"
+    for pre, status in (
+        ("OUT_OF_MEMORY", "FAILED"),
+        ("NODE_FAIL", "FAILED"),
+        ("TIMEOUT", "FAILED"),
+        ("FAILED", "FAILED"),
+        ("CANCELLED", "KILLED"),
+        ("PREEMPTED", "KILLED"),
+    ):
+        got = jobs_verdict(chain(pre, "CANCELLED", "0:9"))
+        assert got is not None and got[0] == status, (pre, got)
+        assert got[1].startswith(f"pretrain {pre} (exit 0:9); eval:knn CANCELLED"), got[1]
