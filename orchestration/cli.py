@@ -217,6 +217,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     uri = tracking.resolve_tracking_uri(args.tracking_uri, workdir)
     trial_id = new_trial_id(cfg, args.name)
     tracking.check_reachable(uri)  # before the trial directory exists
+    if args.backend == "slurm":
+        from orchestration.backends.slurm import preflight
+
+        preflight(backend.o)  # would slurmctld take the job? nothing is queued
     spec = prepare_trial(cfg, workdir, uri, trial_id, evals, args.backend, args.experiment, args.max_requeues)
     print(
         f"trial {trial_id}\n  dir    {spec.trial_dir}\n  mlflow {tracking.redact_uri(uri)} run {spec.run_id}",

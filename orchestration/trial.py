@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, TypedDict
 
 import yaml
 
@@ -237,17 +237,42 @@ class TrialSpec:
         return cls(**data)
 
 
-def read_jobs(trial_dir: str | Path) -> list[dict[str, Any]]:
+class JobRecord(TypedDict, total=False):
+    """One job of a trial's chain, as jobs.json holds it (the states are SLURM's vocabulary,
+    :data:`orchestration.backends.base.TERMINAL`; the local runner uses the same words)."""
+
+    kind: Literal["pretrain", "eval"]
+    protocol: str | None  # the evaluation protocol (None for pretraining)
+    job_id: str  # the SLURM job id (array: ID_TASK), or local-<kind>
+    state: str  # PENDING RUNNING REQUEUED COMPLETED FAILED CANCELLED TIMEOUT ...
+    exit_code: str  # "code:signal" as sacct writes it, or a reason
+    start: str  # local runner: epoch seconds
+    end: str
+    attempt: str  # local runner: requeue count of the running attempt
+
+
+def job_record(kind: Literal["pretrain", "eval"], job_id: str, protocol: str | None = None) -> JobRecord:
+    """A freshly submitted job."""
+    return {"kind": kind, "protocol": protocol, "job_id": job_id, "state": "PENDING", "exit_code": ""}
+
+
+def chain_records(spec: TrialSpec, pretrain_id: str, eval_ids: dict[str, str]) -> list[JobRecord]:
+    """The trial's chain: pretraining, then its evaluations in ``spec.evals`` order."""
+    evals = [job_record("eval", eval_ids[p], p) for p in spec.evals if p in eval_ids]
+    return [job_record("pretrain", pretrain_id), *evals]
+
+
+def read_jobs(trial_dir: str | Path) -> list[JobRecord]:
     p = Path(trial_dir) / JOBS_FILE
     return json.loads(p.read_text()) if p.exists() else []
 
 
-def write_jobs(trial_dir: str | Path, jobs: list[dict[str, Any]]) -> None:
+def write_jobs(trial_dir: str | Path, jobs: list[JobRecord]) -> None:
     atomic_write_text(Path(trial_dir) / JOBS_FILE, json.dumps(jobs, indent=1))
 
 
 def update_job(trial_dir: str | Path, idx: int, **fields: str) -> None:
     """Set fields of job ``idx`` in jobs.json (one writer at a time: the local runner or its child)."""
     jobs = read_jobs(trial_dir)
-    jobs[idx].update(fields)
+    jobs[idx].update(fields)  # type: ignore[typeddict-item]
     write_jobs(trial_dir, jobs)

@@ -314,3 +314,19 @@ def test_invalid_optuna_proposal_is_told_fail_and_the_search_goes_on(tmp_path, m
     runs = client.search_runs([exp.experiment_id], "tags.`mugs.role` = 'trial'")
     pairs = {(r.data.params["model.embed_dim"], r.data.params["model.num_heads"]) for r in runs}
     assert ("99", "32") not in pairs, "no run for an invalid proposal"
+
+
+def test_a_million_value_axis_is_refused_before_expansion(tmp_path):
+    """The count comes from the axes' sizes (no value is listed, no config resolved): refused
+    in well under a second, with the count and the limit in the message."""
+    from orchestration.sweeps.driver import expand
+    from orchestration.sweeps.spec import SpecError, load_spec
+
+    path = tmp_path / "s.yaml"
+    path.write_text(axis_spec("train.lr", "range", "[0.0, 1.0, 0.000001]"))
+    spec = load_spec(path)
+    assert spec.planned_trials() == 1_000_001
+    t0 = time.perf_counter()
+    with pytest.raises(SpecError, match=r"1,000,001 trials .* more than --max-trials 10,000"):
+        expand(spec, {}, str(path), max_trials=10_000)
+    assert time.perf_counter() - t0 < 1.0

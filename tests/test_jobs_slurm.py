@@ -51,6 +51,9 @@ def test_pretrain_then_knn_chain(slurm_cluster, slurm_workdir, mlflow_server, se
     pre, knn = (_sacct(services, j["job_id"]) for j in js)
     assert pre["State"] == "COMPLETED" and knn["State"] == "COMPLETED"
     assert knn["Start"] >= pre["End"], "evaluation started only after pretraining ended"
+    pickles = list((trial / "slurm").rglob("*.pkl"))
+    assert pickles and (trial / "slurm").stat().st_mode & 0o077 == 0, "submitit's pickles: owner only"
+    assert trial.joinpath("trial.yaml").stat().st_mode & 0o077 == 0, "trial.yaml holds the tracking URI"
 
     run = run_of(trial, mlflow_server)
     assert run.info.status == "FINISHED"
@@ -202,3 +205,23 @@ def test_job_killed_outside_the_task_ends_its_run_with_the_reason(
     client = mlflow.MlflowClient(tracking_uri=mlflow_server)
     exp = client.get_experiment_by_name("killed")
     assert not client.search_runs([exp.experiment_id], "attributes.status = 'RUNNING'")
+
+
+def test_a_job_slurm_would_refuse_is_refused_before_anything_exists(
+    slurm_cluster, slurm_workdir, mlflow_server
+):
+    """`sbatch --test-only` runs first: a partition the cluster does not have exits 2 with
+    slurmctld's answer, and neither a trial directory, a snapshot nor a run is created."""
+    wd = slurm_workdir / "refused"
+    wd.mkdir()
+    client = mlflow.MlflowClient(tracking_uri=mlflow_server)
+    runs_before = len(client.search_runs([e.experiment_id for e in client.search_experiments()]))
+    for cmd in (
+        ["train", "--preset", "demo"],
+        ["sweep", str(Path(__file__).parents[1] / "sweeps" / "queue_sizes.yaml")],
+    ):
+        r = orch(*cmd, "--backend", "slurm", "--partition", "nosuchpartition", workdir=wd, uri=mlflow_server)
+        assert r.returncode == 2, r.stdout + r.stderr
+        assert "slurmctld refuses the job" in r.stderr and "nosuchpartition" in r.stderr, r.stderr
+    assert list(wd.iterdir()) == []
+    assert len(client.search_runs([e.experiment_id for e in client.search_experiments()])) == runs_before

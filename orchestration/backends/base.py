@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from orchestration.trial import TrialSpec
+from orchestration.trial import JobRecord, TrialSpec
 
 TERMINAL = {
     "COMPLETED",
@@ -29,9 +29,7 @@ JOB_END_STATUS = {
     "BOOT_FAIL": "FAILED",
     "DEADLINE": "FAILED",
 }
-JobState = (
-    dict  # {"kind": "pretrain"|"eval", "protocol": str|None, "job_id": str, "state": str, "exit_code": str}
-)
+JobState = JobRecord  # the backends' name for it
 
 
 class Backend(Protocol):

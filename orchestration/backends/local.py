@@ -33,7 +33,7 @@ from mugs.errors import EXIT_REQUEUED
 from orchestration import tags
 from orchestration.backends.base import TERMINAL, JobState
 from orchestration.backends.liveness import ProcessRecord, read_record, remove_if_mine, write_record
-from orchestration.trial import TrialPaths, TrialSpec, read_jobs, update_job, write_jobs
+from orchestration.trial import TrialPaths, TrialSpec, chain_records, read_jobs, update_job, write_jobs
 
 HEARTBEAT_S = 10.0
 
@@ -45,19 +45,7 @@ class LocalBackend:
         self.threads = threads  # torch/OpenMP threads of the trial (None: all cores)
 
     def submit(self, spec: TrialSpec, wait: bool = False) -> list[JobState]:
-        jobs: list[JobState] = [
-            {
-                "kind": "pretrain",
-                "protocol": None,
-                "job_id": "local-pretrain",
-                "state": "PENDING",
-                "exit_code": "",
-            }
-        ]
-        jobs += [
-            {"kind": "eval", "protocol": p, "job_id": f"local-{p}", "state": "PENDING", "exit_code": ""}
-            for p in spec.evals
-        ]
+        jobs = chain_records(spec, "local-pretrain", {p: f"local-{p}" for p in spec.evals})
         paths = spec.paths
         with claim(paths) as free:
             if not free:

@@ -24,7 +24,7 @@ from pydantic_core import PydanticCustomError
 from mugs.errors import ConfigError
 from orchestration.backends.base import TERMINAL, JobState
 from orchestration.snapshot import snapshot_code
-from orchestration.trial import TrialSpec, read_jobs, write_jobs
+from orchestration.trial import TrialSpec, job_record, read_jobs, write_jobs
 
 # Everything below is matched with re.fullmatch (``$`` alone would let a trailing newline through).
 NAME_LIMIT = 100  # trial names (--name) and sweep names
@@ -92,6 +92,45 @@ class SlurmOptions(BaseModel):
     eval_time: int | None = Field(default=None, ge=1, strict=True)  # minutes; default: time
 
 
+def sbatch_test_flags(o: SlurmOptions, name: str = "mugs-preflight") -> list[str]:
+    """The sbatch options a pretraining job of ``o`` asks for, as command-line flags."""
+    flags = [
+        f"--job-name={name}",
+        f"--time={o.time}",
+        f"--nodes={o.nodes}",
+        f"--ntasks-per-node={o.tasks_per_node or max(o.gpus, 1)}",
+        f"--cpus-per-task={o.cpus}",
+        f"--signal=USR2@{o.signal_delay_s}",
+    ]
+    if o.gpus:
+        flags.append(f"--gpus-per-node={o.gpus}")
+    if o.mem:
+        flags.append(f"--mem={max(1, int(o.mem * 1024))}M")
+    flags += [
+        f"--{k}={getattr(o, k)}" for k in ("partition", "account", "qos", "constraint") if getattr(o, k)
+    ]
+    return flags
+
+
+def preflight(o: SlurmOptions) -> str:
+    """Ask slurmctld whether it would accept a pretraining job of ``o`` (``sbatch --test-only``,
+    nothing is queued), before anything of a submission is created. Returns sbatch's answer;
+    raises SlurmInputError (exit 2) when sbatch is missing or refuses, with its message."""
+    cmd = ["sbatch", "--test-only", *sbatch_test_flags(o), "--wrap=true"]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    except FileNotFoundError:
+        raise SlurmInputError(
+            "--backend slurm: sbatch not found on PATH (is this a SLURM login node?)"
+        ) from None
+    except subprocess.TimeoutExpired:
+        raise SlurmInputError("--backend slurm: sbatch --test-only did not answer within 60 s") from None
+    answer = (proc.stderr + proc.stdout).strip()
+    if proc.returncode != 0:
+        raise SlurmInputError(f"--backend slurm: slurmctld refuses the job ({' '.join(cmd[2:-1])}): {answer}")
+    return answer
+
+
 def slurm_options(values: Mapping[Any, Any], key: Callable[[str], str] = str) -> SlurmOptions:
     """``values`` as SlurmOptions, or SlurmInputError naming each bad key as ``key(field)``."""
     try:
@@ -113,6 +152,12 @@ def check_name(value: str, key: str, limit: int = NAME_LIMIT) -> str:
             f"at most {limit} characters"
         )
     return value
+
+
+def private_dir(path: Path) -> None:
+    """Create ``path`` readable by its owner only (the jobs run as the same user)."""
+    path.mkdir(parents=True, exist_ok=True)
+    path.chmod(0o700)
 
 
 def scontrol_config() -> dict[str, str]:
@@ -307,7 +352,9 @@ class SlurmBackend:
         if is_eval:
             additional.update({"dependency": f"{dependency}:{after}", "kill-on-invalid-dep": "yes"})
         params["slurm_additional_parameters"] = additional
-        ex = _checked_executor_class()(folder or spec.dir / "slurm" / "%j", expect)
+        folder = folder or spec.dir / "slurm" / "%j"
+        private_dir(Path(folder).parent)  # submitit's pickles hold the spec, tracking URI included
+        ex = _checked_executor_class()(folder, expect)
         ex.update_parameters(**params)
         return ex
 
@@ -316,23 +363,13 @@ class SlurmBackend:
 
         snapshot = snapshot_code(spec.dir.parent.parent / "snapshots")
         pre = self._executor(spec, snapshot, f"mugs-{spec.trial_id}").submit(PretrainTask(spec))
-        jobs: list[JobState] = [
-            {
-                "kind": "pretrain",
-                "protocol": None,
-                "job_id": str(pre.job_id),
-                "state": "PENDING",
-                "exit_code": "",
-            }
-        ]
+        jobs: list[JobState] = [job_record("pretrain", str(pre.job_id))]
         write_jobs(spec.dir, jobs)
         for p in spec.evals:
             j = self._executor(spec, snapshot, f"mugs-{spec.trial_id}-{p}", after=str(pre.job_id)).submit(
                 EvalTask(spec, p)
             )
-            jobs.append(
-                {"kind": "eval", "protocol": p, "job_id": str(j.job_id), "state": "PENDING", "exit_code": ""}
-            )
+            jobs.append(job_record("eval", str(j.job_id), p))
             write_jobs(spec.dir, jobs)
         spec.paths.snapshot.write_text(str(snapshot))
         if wait:

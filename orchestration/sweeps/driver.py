@@ -436,6 +436,10 @@ def run_sweep(req: SweepRequest) -> int:
         except RayConnectionError as e:
             raise SpecError(str(e)) from e
     tracking.check_reachable(tracking.resolve_tracking_uri(req.tracking_uri, req.workdir))
+    if spec.backend.name == "slurm":  # would slurmctld take the jobs? (nothing is created yet)
+        from orchestration.backends.slurm import preflight, slurm_options
+
+        preflight(slurm_options(spec.backend.slurm, lambda k: f"backend.slurm.{k}"))
     run = SweepRun(spec, extra, req)
     with driver_lock(run.sweep_dir):
         if spec.search.kind == "optuna":

@@ -20,7 +20,7 @@ from typing import Any
 
 from orchestration.backends.base import TERMINAL
 from orchestration.sweeps.trial_state import classify, results
-from orchestration.trial import TrialPaths, TrialSpec, TrialState, read_jobs, write_jobs
+from orchestration.trial import TrialPaths, TrialSpec, TrialState, chain_records, read_jobs, write_jobs
 
 Progress = Callable[[], None]
 
@@ -251,27 +251,8 @@ class SlurmExecutor:
             with ev.batch():
                 eval_jobs[p] = [ev.submit(EvalTask(s, p)) for s in batch]
         for i, s in enumerate(batch):
-            jobs = [
-                {
-                    "kind": "pretrain",
-                    "protocol": None,
-                    "job_id": str(pre_jobs[i].job_id),
-                    "state": "PENDING",
-                    "exit_code": "",
-                }
-            ]
-            jobs += [
-                {
-                    "kind": "eval",
-                    "protocol": p,
-                    "job_id": str(eval_jobs[p][i].job_id),
-                    "state": "PENDING",
-                    "exit_code": "",
-                }
-                for p in protocols
-                if p in s.evals
-            ]
-            write_jobs(s.dir, jobs)
+            eval_ids = {p: str(eval_jobs[p][i].job_id) for p in protocols if p in s.evals}
+            write_jobs(s.dir, chain_records(s, str(pre_jobs[i].job_id), eval_ids))
             s.paths.snapshot.write_text(str(snapshot))
 
     def run(self, trial_dirs: list[Path], progress: Progress, active: list[Path] | None = None) -> None:
