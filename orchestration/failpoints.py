@@ -15,6 +15,7 @@ POINTS = (
     "sweep:after_parent",  # the parent run exists, no trial yet
     "trial:claimed",  # trial.yaml written, its MLflow run not yet created
     "trial:run_created",  # the run exists, trial.yaml does not hold its id yet
+    "slurm:submitted",  # a SLURM array submitted, its job ids not yet in the trials' jobs.json
     "sweep:finishing",  # all trials ended, before trials.csv and the parent's status
 )
 

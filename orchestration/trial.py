@@ -249,11 +249,21 @@ class JobRecord(TypedDict, total=False):
     start: str  # local runner: epoch seconds
     end: str
     attempt: str  # local runner: requeue count of the running attempt
+    claim: str  # SUBMITTING: "<job name>#<array index>", how a rerun finds a submission it never recorded
 
 
 def job_record(kind: Literal["pretrain", "eval"], job_id: str, protocol: str | None = None) -> JobRecord:
     """A freshly submitted job."""
     return {"kind": kind, "protocol": protocol, "job_id": job_id, "state": "PENDING", "exit_code": ""}
+
+
+SUBMITTING = "SUBMITTING"  # a claim: sbatch is about to run, the job ids are not known yet
+
+
+def claim_record(job_name: str, index: int) -> JobRecord:
+    """What jobs.json holds while a SLURM submission is in flight (written before sbatch)."""
+    return {"kind": "pretrain", "protocol": None, "job_id": "", "state": SUBMITTING, "exit_code": "",
+            "claim": f"{job_name}#{index}"}  # fmt: skip
 
 
 def chain_records(spec: TrialSpec, pretrain_id: str, eval_ids: dict[str, str]) -> list[JobRecord]:

@@ -272,3 +272,38 @@ def test_job_end_states_map_to_run_statuses_with_the_reason():
         got = jobs_verdict(chain(pre, "CANCELLED", "0:9"))
         assert got is not None and got[0] == status, (pre, got)
         assert got[1].startswith(f"pretrain {pre} (exit 0:9); eval:knn CANCELLED"), got[1]
+
+
+@pytest.mark.slurm
+@pytest.mark.mlflow
+@pytest.mark.timeout(1200)
+def test_driver_killed_after_sbatch_reattaches_instead_of_resubmitting(
+    slurm_cluster, slurm_workdir, mlflow_server
+):
+    """The driver is SIGKILLed after sbatch accepted the arrays but before any trial recorded its
+    job ids: the claim written before sbatch (a unique job name) lets the rerun find those jobs
+    in sacct and wait for them. Each trial is pretrained by one job start; one run per hash."""
+    wd = slurm_workdir / "claim"
+    spec = slurm_workdir / "chaos.yaml"
+    spec.write_text(CHAOS_SPEC.replace("name: chaos", "name: chaos_slurm"))
+    extra = ["--backend", "slurm", "--cpus", "1", "--time", "10"]
+    env = {**os.environ, FAILPOINT_ENV: "slurm:submitted"}
+    cmd = [sys.executable, "-m", "orchestration.cli", "sweep", str(spec), "--workdir", str(wd)]
+    cmd += ["--tracking-uri", mlflow_server, *CHAOS_SETS, *extra]
+    first = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert first.returncode == -signal.SIGKILL, first.stderr[-3000:]
+    claimed = [json.loads(TrialPaths(d).jobs.read_text())[0] for d in _trial_dirs(wd)]
+    assert claimed and all(j["state"] == "SUBMITTING" and j["claim"] for j in claimed)
+    env.pop(FAILPOINT_ENV)
+    again = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-3000:]
+    assert "still running (re-attached)" in again.stdout
+    for d in _trial_dirs(wd):
+        starts = TrialPaths(d).starts.read_text().splitlines()
+        assert len(starts) == 1, f"{d.name}: pretraining started {len(starts)} times"
+        assert file_state(d) == TrialState.DONE
+    client = mlflow.MlflowClient(tracking_uri=mlflow_server)
+    exp = client.get_experiment_by_name("chaos_slurm")
+    runs = client.search_runs([exp.experiment_id], "tags.`mugs.role` = 'trial'")
+    hashes = [r.data.tags["mugs.config_hash"] for r in runs]
+    assert len(hashes) == len(set(hashes)) == 3 and {r.info.status for r in runs} == {"FINISHED"}

@@ -24,7 +24,7 @@ from pydantic_core import PydanticCustomError
 from mugs.errors import ConfigError
 from orchestration.backends.base import TERMINAL, JobState
 from orchestration.snapshot import snapshot_code
-from orchestration.trial import TrialSpec, job_record, read_jobs, write_jobs
+from orchestration.trial import SUBMITTING, TrialSpec, chain_records, job_record, read_jobs, write_jobs
 
 # Everything below is matched with re.fullmatch (``$`` alone would let a trailing newline through).
 NAME_LIMIT = 100  # trial names (--name) and sweep names
@@ -181,6 +181,31 @@ def split_for_arrays(n: int, limit: int) -> list[range]:
     """Split n tasks into chunks whose array indices stay below ``limit``."""
     size = max(1, limit - 1)
     return [range(i, min(n, i + size)) for i in range(0, n, size)]
+
+
+def resolve_claim(spec: TrialSpec) -> None:
+    """A submission claimed in jobs.json (SUBMITTING, written before sbatch) whose ids were never
+    recorded: find its jobs by their unique name (sacct; array task = the claim's index) and
+    record them; if SLURM has none, nothing was submitted, and the claim is dropped."""
+    jobs = read_jobs(spec.dir)
+    if not jobs or jobs[0].get("state") != SUBMITTING:
+        return
+    name, _, index = jobs[0].get("claim", "#").rpartition("#")
+    names = ",".join([name, *(f"{name}-{p}" for p in spec.evals)])
+    queries = (  # slurmctld's queue (no lag) and the accounting database (jobs that already ended)
+        ["squeue", "-h", "-o", "%i|%j", f"--name={names}"],
+        ["sacct", "-n", "-X", "-P", "-o", "JobID,JobName", "-S", "now-30days", f"--name={names}"],
+    )
+    out = "".join(subprocess.run(q, capture_output=True, text=True, timeout=60).stdout for q in queries)
+    arrays: dict[str, str] = {}
+    for line in out.splitlines():
+        job_id, _, job_name = line.partition("|")
+        arrays.setdefault(job_name, job_id.split("_")[0])
+    if name not in arrays:
+        write_jobs(spec.dir, [])  # no job: sbatch never ran (or failed); the trial is resubmitted
+        return
+    evals = {p: f"{arrays[f'{name}-{p}']}_{index}" for p in spec.evals if f"{name}-{p}" in arrays}
+    write_jobs(spec.dir, chain_records(spec, f"{arrays[name]}_{index}", evals))
 
 
 def sacct_states(job_ids: list[str]) -> dict[str, tuple[str, str]]:
@@ -377,8 +402,9 @@ class SlurmBackend:
         return jobs
 
     def states(self, spec: TrialSpec) -> list[JobState]:
+        resolve_claim(spec)
         jobs = read_jobs(spec.dir)
-        st = sacct_states([j["job_id"] for j in jobs])
+        st = sacct_states([j["job_id"] for j in jobs if j["job_id"]])
         for j in jobs:
             if j["job_id"] in st:
                 j["state"], j["exit_code"] = st[j["job_id"]]

@@ -14,13 +14,23 @@ import os
 import socket
 import subprocess
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from orchestration.backends.base import TERMINAL
+from orchestration.failpoints import failpoint
 from orchestration.sweeps.trial_state import classify, results
-from orchestration.trial import TrialPaths, TrialSpec, TrialState, chain_records, read_jobs, write_jobs
+from orchestration.trial import (
+    TrialPaths,
+    TrialSpec,
+    TrialState,
+    chain_records,
+    claim_record,
+    read_jobs,
+    write_jobs,
+)
 
 Progress = Callable[[], None]
 
@@ -230,7 +240,10 @@ class SlurmExecutor:
         from orchestration.backends.slurm import check_name
         from orchestration.jobs import EvalTask, PretrainTask
 
-        job_name = f"mugs-sweep-{check_name(str(batch[0].sweep), 'sweep name')}"  # checked again in _executor
+        sweep = check_name(str(batch[0].sweep), "sweep name")  # checked again in _executor
+        job_name = f"mugs-sweep-{sweep}-{uuid.uuid4().hex[:8]}"  # unique: a rerun finds the jobs by it
+        for i, s in enumerate(batch):  # the claim, recorded before sbatch
+            write_jobs(s.dir, [claim_record(job_name, i)])
         ex = backend._executor(batch[0], snapshot, job_name, folder=logs)
         ex.update_parameters(slurm_array_parallelism=len(batch))
         with ex.batch():
@@ -250,6 +263,7 @@ class SlurmExecutor:
             ev.update_parameters(slurm_array_parallelism=len(batch))
             with ev.batch():
                 eval_jobs[p] = [ev.submit(EvalTask(s, p)) for s in batch]
+        failpoint("slurm:submitted")
         for i, s in enumerate(batch):
             eval_ids = {p: str(eval_jobs[p][i].job_id) for p in protocols if p in s.evals}
             write_jobs(s.dir, chain_records(s, str(pre_jobs[i].job_id), eval_ids))

@@ -15,6 +15,10 @@ from orchestration.trial import TrialPaths, TrialSpec, TrialState, file_state, r
 
 def jobs_unfinished(spec: TrialSpec) -> bool:
     """Whether any job of the trial may still run: an unfinished SLURM job (sacct), or a live runner."""
+    if spec.backend == "slurm":
+        from orchestration.backends.slurm import resolve_claim
+
+        resolve_claim(spec)  # a submission a killed driver never recorded
     jobs = read_jobs(spec.dir)
     if not jobs:
         return False
