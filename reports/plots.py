@@ -25,7 +25,7 @@ from reports.aggregate import Aggregate, lower_is_better
 from reports.table import LOSS_NAMES, LOSS_WEIGHTS, binary_weights, key_header, metric_header
 from reports.values import format_number, is_missing
 
-MAX_SERIES = 8
+MAX_SERIES = 10  # the loss-weight ablation has 10 settings: all of them on one plot
 MAX_BARS = 40
 DPI = 100
 
