@@ -448,7 +448,9 @@ def test_unknown_sweep_exits_2(mlflow_server: str, tmp_path: Path, capsys: pytes
 
 
 def test_bad_format_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    code = run_report(report_args("whatever", tmp_path / "r", formats="md,pdf"), "sqlite:///unused.db")
+    code = run_report(
+        report_args("whatever", tmp_path / "r", formats="md,pdf"), f"sqlite:///{tmp_path}/unused.db"
+    )
     assert code == 2
     assert "pdf" in capsys.readouterr().err
 

@@ -249,7 +249,7 @@ def test_new_trial_id_and_prepare_trial_refuse_an_escaping_name(tmp_path):
     wd = tmp_path / "a" / "w"
     for trial_id in ("../../x", "..", "a/b", "/abs"):
         with pytest.raises(ConfigError, match="not directly under"):
-            prepare_trial(cfg, wd, "sqlite:///unused.db", trial_id, [], "local")
+            prepare_trial(cfg, wd, f"sqlite:///{tmp_path}/never.db", trial_id, [], "local")
     assert list(tmp_path.iterdir()) == [], "nothing created, inside the workdir or next to it"
 
 
