@@ -45,10 +45,26 @@ class PretrainTask:
         self._stop_reason: str | None = None
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
-        """Called by submitit on preemption/timeout before training took over the signal:
-        resubmit the same task; it resumes from the trial's checkpoint."""
+        """Called by submitit on a USR2 that came before training took over the signal (the job
+        was still starting up): requeue the same task, which resumes from the trial's checkpoint,
+        within the same bound as our own requeues. Past ``max_requeues`` it returns None: submitit
+        then ends the job without a requeue, and the run is FAILED with the reason."""
         import submitit
 
+        attempt = requeue_count()
+        if attempt >= self.spec.max_requeues:
+            self._fail(
+                f"preempted or timed out {attempt + 1} times (the last during start-up); "
+                f"requeue limit {self.spec.max_requeues} reached"
+            )
+            return None
+        if self.spec.run_id:
+            safe(
+                tracking.set_tags,
+                self.spec.tracking_uri,
+                self.spec.run_id,
+                {tags.REQUEUE_COUNT: str(attempt + 1)},
+            )
         return submitit.helpers.DelayedSubmission(PretrainTask(self.spec))
 
     def _install_signal_handlers(self, trainer: Any) -> None:
