@@ -93,7 +93,7 @@ def state_of_csv(state: Any) -> str:
     ``running``, ``evaluating`` count as RUNNING; ``stopped``, and ``done`` without its run, as
     MISSING), and for older files the status words they held."""
     text = str(state or "").strip()
-    by_trial_state = _TRIAL_STATE_TO_REPORT.get(text.lower())
+    by_trial_state = _TRIAL_STATE_TO_REPORT.get(text)  # lower case: TrialState; upper: older files
     if by_trial_state is not None:
         return by_trial_state
     text = text.upper()

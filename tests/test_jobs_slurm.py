@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 from pathlib import Path
 
@@ -158,7 +160,7 @@ def test_crash_fails_run_and_cancels_eval(slurm_cluster, slurm_workdir, mlflow_s
         "--preset",
         "demo",
         "--set",
-        "train.lr=.inf",
+        "train.lr=1e30",  # finite (validation refuses .inf), and the loss is not after one step
         "--set",
         "train.max_steps=30",
         *SMALL,
@@ -184,9 +186,10 @@ def test_crash_fails_run_and_cancels_eval(slurm_cluster, slurm_workdir, mlflow_s
 def test_job_killed_outside_the_task_ends_its_run_with_the_reason(
     slurm_cluster, slurm_workdir, mlflow_server, services
 ):
-    """A pretraining job SIGKILLed by the scheduler (what an OOM kill or a lost node does) writes
-    nothing itself: `mugs-orch status` ends its run with the state sacct reports as the reason,
-    and the eval that depended on it is cancelled. No run stays RUNNING."""
+    """The training process of a pretraining job SIGKILLed (what the OOM killer does; scancel
+    --signal=KILL would reach it as a catchable SIGTERM through srun) writes nothing itself:
+    `mugs-orch status` ends its run with the state sacct reports as the reason, and the eval
+    that depended on it is cancelled. No run stays RUNNING."""
     wd = slurm_workdir / "runs"
     r = orch("train", "--preset", "demo", "--set", "train.epochs=1000", "--evals", "knn", *SMALL,
              "--experiment", "killed", workdir=wd, uri=mlflow_server)  # fmt: skip
@@ -194,7 +197,8 @@ def test_job_killed_outside_the_task_ends_its_run_with_the_reason(
     trial = only_trial(wd)
     wait_for(lambda: last_step(trial) >= 5, 300, "training to start")
     pre, knn = (j["job_id"] for j in jobs(trial))
-    subprocess.run(["scancel", "--signal=KILL", "--full", pre], check=True, timeout=60)
+    pid = int((trial / "pretrain_starts.log").read_text().split("pid=")[1].split()[0])
+    os.kill(pid, signal.SIGKILL)  # the single-node cluster runs the task on this host
     final = _sacct(services, pre)
     assert _sacct(services, knn)["State"] == "CANCELLED"
     st = orch("status", workdir=wd, uri=mlflow_server)
