@@ -8,7 +8,9 @@ No cluster needed: ``srun`` and ``sbatch`` are stand-ins on PATH that record wha
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -26,7 +28,7 @@ from orchestration.backends.slurm import (
 )
 from orchestration.cli import _slurm_options_from, build_parser
 from orchestration.sweeps.spec import SpecError, load_spec
-from orchestration.trial import TrialSpec
+from orchestration.trial import TrialPaths, TrialSpec
 
 REPO = Path(__file__).resolve().parents[1]
 CLI = [sys.executable, "-m", "orchestration.cli"]
@@ -311,8 +313,11 @@ def test_sweep_arrays_are_checked_and_submitted(tmp_path, fake_slurm, monkeypatc
     dirs = [_trial(tmp_path, f"s-{i}", sweep="s").dir for i in range(2)]
     SlurmExecutor({"time": 20, "eval_time": 5}).submit(dirs)
     pre, ev = (fake_slurm / "0.sh").read_text(), (fake_slurm / "1.sh").read_text()
-    assert _sbatch_options_before_first_command(pre)["job-name"] == "mugs-sweep-s"
-    assert _sbatch_options_before_first_command(ev)["job-name"] == "mugs-sweep-s-knn"
+    name = _sbatch_options_before_first_command(pre)["job-name"]
+    assert re.fullmatch(r"mugs-sweep-s-[0-9a-f]{8}", name), name  # + the claim's unique token
+    assert _sbatch_options_before_first_command(ev)["job-name"] == f"{name}-knn"
+    claims = [json.loads(TrialPaths(d).jobs.read_text()) for d in dirs]
+    assert [c[0]["job_id"] for c in claims] == ["4242_0", "4242_1"], "the claim resolved into job ids"
     assert _sbatch_options_before_first_command(ev)["time"] == "5"
     assert _sbatch_options_before_first_command(ev)["dependency"] == "aftercorr:4242"
 
