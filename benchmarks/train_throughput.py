@@ -167,11 +167,11 @@ def _build_batches(which: str, cfg, n: int, seed: int) -> tuple[list[Any], float
     if which == "cifar10":
         from torch.utils.data import DataLoader
 
-        from mugs.data.datasets import SeededAugmentDataset, load_split
-        from mugs.data.transforms import MultiCropAugmentation
+        from mugs.data.datasets import load_split
+        from mugs.data.pipeline import multicrop_dataset
 
-        ds = SeededAugmentDataset(load_split(d, "train"), MultiCropAugmentation(d), seed)
-        loader = DataLoader(ds, batch_size=b, shuffle=False, drop_last=True)
+        ds, collate = multicrop_dataset(load_split(d, "train"), d, seed)
+        loader = DataLoader(ds, batch_size=b, shuffle=False, drop_last=True, collate_fn=collate)
         batches = []
         for crops, weak in loader:  # consecutive, distinct images
             batches.append((crops, weak))

@@ -90,6 +90,7 @@ class DataConfig:
     solarize_prob: float = 0.2  # second teacher global crop (official 0.2)
     flip_prob: float = 0.5  # horizontal flip of every crop (official 0.5)
     num_workers: int = 4
+    augment_backend: str = "pil"  # pil (official, per crop) | tensor (weak views rendered per batch)
     subset: int | None = None  # use only the first N training images (smoke runs)
 
 
@@ -152,6 +153,7 @@ class MugsConfig:
 ARCHS = ("vit_tiny", "vit_small", "vit_base", "vit_large")
 POS_EMBED_INTERP = ("dino", "timm")
 DATASETS = ("imagefolder", "cifar10", "digits")
+AUGMENT_BACKENDS = ("pil", "tensor")
 
 
 def _coerce(value: Any, tp: Any, key: str) -> Any:
@@ -408,3 +410,23 @@ def _validate_model_data(mo: ModelConfig, d: DataConfig) -> None:
             raise ConfigError(f"{key}: expected [low, high] with 0 < low <= high <= 1, got {sc}")
     if d.dataset not in DATASETS:
         raise ConfigError(f"data.dataset: unknown dataset {d.dataset!r} (known: {', '.join(DATASETS)})")
+    _validate_augment_backend(d)
+
+
+def _validate_augment_backend(d: DataConfig) -> None:
+    if d.augment_backend not in AUGMENT_BACKENDS:
+        raise ConfigError(
+            f"data.augment_backend: one of {', '.join(AUGMENT_BACKENDS)}; got {d.augment_backend!r}"
+        )
+    if d.augment_backend != "tensor":
+        return
+    if d.strong_prob > 0:
+        raise ConfigError(
+            "data.augment_backend: 'tensor' renders weak views only; set data.strong_prob 0 "
+            f"(got {d.strong_prob}) or use 'pil'"
+        )
+    if d.dataset == "imagefolder":
+        raise ConfigError(
+            "data.augment_backend: 'tensor' needs images of one size held in memory (digits, cifar10); "
+            "use 'pil' for an ImageFolder dataset"
+        )

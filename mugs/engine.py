@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -19,8 +19,8 @@ from mugs import checkpoint as ckpt
 from mugs.callbacks import Callback
 from mugs.config import MugsConfig, config_from_checkpoint
 from mugs.data.datasets import SeededAugmentDataset, load_split
+from mugs.data.pipeline import multicrop_dataset
 from mugs.data.sampler import ResumableSampler
-from mugs.data.transforms import MultiCropAugmentation
 from mugs.distributed import DistContext, is_dist
 from mugs.losses.multi_granular import MultiGranularLoss
 from mugs.memory import LocalGroupMemory
@@ -91,6 +91,7 @@ class Trainer:
         self.step = 0
         self.stop_requested = False
         self._dataset: SeededAugmentDataset | None = None
+        self._collate: Callable | None = None
         self._sampler: ResumableSampler | None = None
         self._monitor: Any = None
         self.iters_per_epoch = iters_per_epoch or self._build_data()
@@ -112,7 +113,7 @@ class Trainer:
     def _build_data(self) -> int:
         cfg = self.cfg
         base = load_split(cfg.data, "train")
-        self._dataset = SeededAugmentDataset(base, MultiCropAugmentation(cfg.data), cfg.seed)
+        self._dataset, self._collate = multicrop_dataset(base, cfg.data, cfg.seed)
         self._sampler = ResumableSampler(
             len(base), cfg.train.batch_size, self.dist.rank, self.dist.world_size, cfg.seed
         )
@@ -197,6 +198,7 @@ class Trainer:
             self._dataset,
             batch_size=self.cfg.train.batch_size,
             sampler=self._sampler,
+            collate_fn=self._collate,
             num_workers=nw,
             drop_last=True,
             pin_memory=self.device.type == "cuda",

@@ -6,8 +6,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from mugs.config import MugsConfig, build_config
-from mugs.data.datasets import SeededAugmentDataset, load_split
-from mugs.data.transforms import MultiCropAugmentation
+from mugs.data.datasets import load_split
+from mugs.data.pipeline import multicrop_dataset
 
 
 def demo_config(*overrides: str) -> MugsConfig:
@@ -17,6 +17,6 @@ def demo_config(*overrides: str) -> MugsConfig:
 def real_batch(cfg: MugsConfig, batch_size: int, seed: int = 0) -> tuple[list[torch.Tensor], torch.Tensor]:
     """One multi-crop batch of real digits images."""
     base = load_split(cfg.data, "train")
-    ds = SeededAugmentDataset(base, MultiCropAugmentation(cfg.data), seed)
-    crops, weak = next(iter(DataLoader(ds, batch_size=batch_size, shuffle=False)))
+    ds, collate = multicrop_dataset(base, cfg.data, seed)
+    crops, weak = next(iter(DataLoader(ds, batch_size=batch_size, shuffle=False, collate_fn=collate)))
     return crops, weak

@@ -1,0 +1,278 @@
+"""Weak multi-crop views drawn per sample and rendered per batch on tensors (``data.augment_backend``
+``tensor``).
+
+The PIL pipeline (``mugs.data.transforms``, the official one) costs about 0.5 ms of Python and
+PIL object overhead per crop whatever the crop's size: on 16-px digits that is more than the
+network's own step. Here each sample only draws its parameters (with the RNG that
+``SeededAugmentDataset`` seeds per sample, so crops stay independent of batching, workers and
+resume), and the batch is rendered in a few vectorised tensor operations:
+
+- RandomResizedCrop (torchvision's sampling of box and aspect ratio) and the horizontal flip as
+  one affine ``grid_sample`` per crop, bicubic, border padding, values clamped to [0, 1]. PIL
+  antialiases when it shrinks; ``grid_sample`` does not (the same as torchvision on tensors).
+- Colour jitter (brightness 0.4, contrast 0.4, saturation 0.2, hue 0.1, probability 0.8, the four
+  in a random order per sample, as torchvision's ``ColorJitter``), grayscale 0.2, Gaussian blur
+  (sigma = PIL's radius, drawn from the same range) and solarisation (threshold 0.5) with the
+  per-crop probabilities of the weak views in ``mugs.data.transforms``.
+
+Only weak views exist here: ``data.strong_prob`` must be 0 (RandAugment and random erasing stay
+on the PIL path).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from mugs.config import DataConfig
+from mugs.data.transforms import MEAN, STD
+
+# Columns of one crop's parameter row.
+_I, _J, _H, _W, _FLIP, _JITTER, _BRIGHT, _CONTRAST, _SAT, _HUE = range(10)
+_ORDER = slice(10, 14)
+_GRAY, _SIGMA, _SOLAR = 14, 15, 16
+N_PARAMS = 17
+_GRAY_WEIGHTS = (0.2989, 0.587, 0.114)  # torchvision rgb_to_grayscale
+
+
+@dataclass(frozen=True)
+class CropSpec:
+    """One weak view: output size, crop scale range, blur and solarisation probabilities."""
+
+    size: int
+    scale: tuple[float, float]
+    blur_p: float
+    solarize_p: float
+    flip_p: float
+
+    @property
+    def sigma_range(self) -> tuple[float, float]:
+        r = self.size / 224.0  # the official radii 0.1-2.0 px are for 224-px crops
+        return 0.1 * r, 2.0 * r
+
+
+def crop_specs(cfg: DataConfig) -> list[CropSpec]:
+    """The views of one sample in the order the trainer expects: 2 teacher globals, 2 student
+    globals (weak), then the local crops."""
+    g, gs = cfg.image_size, (cfg.global_crops_scale[0], cfg.global_crops_scale[1])
+    ls = (cfg.local_crops_scale[0], cfg.local_crops_scale[1])
+    first = CropSpec(g, gs, 1.0, 0.0, cfg.flip_prob)
+    second = CropSpec(g, gs, 0.1, cfg.solarize_prob, cfg.flip_prob)
+    local = CropSpec(cfg.local_crop_size, ls, 0.5, 0.0, cfg.flip_prob)
+    return [first, second, first, second] + [local] * cfg.local_crops_number
+
+
+def resized_crop_box(
+    rng: random.Random, height: int, width: int, scale: tuple[float, float]
+) -> tuple[int, int, int, int]:
+    """torchvision's ``RandomResizedCrop.get_params`` (ratio 3/4-4/3), drawn from ``rng``."""
+    area = height * width
+    log_lo, log_hi = math.log(3 / 4), math.log(4 / 3)
+    for _ in range(10):
+        target = area * rng.uniform(scale[0], scale[1])
+        aspect = math.exp(rng.uniform(log_lo, log_hi))
+        w = int(round(math.sqrt(target * aspect)))
+        h = int(round(math.sqrt(target / aspect)))
+        if 0 < w <= width and 0 < h <= height:
+            return rng.randint(0, height - h), rng.randint(0, width - w), h, w
+    ratio = width / height  # fallback: the central crop, aspect clamped into the range
+    if ratio < 3 / 4:
+        w, h = width, int(round(width / (3 / 4)))
+    elif ratio > 4 / 3:
+        h, w = height, int(round(height * (4 / 3)))
+    else:
+        w, h = width, height
+    return (height - h) // 2, (width - w) // 2, h, w
+
+
+def draw_params(rng: random.Random, spec: CropSpec, height: int, width: int) -> list[float]:
+    """One crop's parameter row (see the column constants), drawn from ``rng``."""
+    row = [0.0] * N_PARAMS
+    row[_I], row[_J], row[_H], row[_W] = resized_crop_box(rng, height, width, spec.scale)
+    row[_FLIP] = float(rng.random() < spec.flip_p)
+    row[_JITTER] = float(rng.random() < 0.8)
+    row[_BRIGHT] = rng.uniform(0.6, 1.4)
+    row[_CONTRAST] = rng.uniform(0.6, 1.4)
+    row[_SAT] = rng.uniform(0.8, 1.2)
+    row[_HUE] = rng.uniform(-0.1, 0.1)
+    order = [0, 1, 2, 3]
+    rng.shuffle(order)
+    row[_ORDER] = [float(o) for o in order]
+    row[_GRAY] = float(rng.random() < 0.2)
+    lo, hi = spec.sigma_range
+    row[_SIGMA] = rng.uniform(lo, hi) if rng.random() < spec.blur_p else 0.0
+    row[_SOLAR] = float(rng.random() < spec.solarize_p)
+    return row
+
+
+class TensorViews:
+    """Per-sample transform: the image as uint8 [3, H, W] and the parameters of every view, drawn
+    from the sample's own generator (``SeededAugmentDataset`` passes it; the global RNGs are not
+    touched)."""
+
+    takes_rng = True
+
+    def __init__(self, cfg: DataConfig) -> None:
+        self.specs = crop_specs(cfg)
+
+    def __call__(
+        self, img: Image.Image | np.ndarray, rng: random.Random
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        a = np.asarray(img)
+        if a.ndim == 2:
+            a = np.repeat(a[:, :, None], 3, axis=2)
+        h, w = a.shape[:2]
+        params = torch.tensor([draw_params(rng, s, h, w) for s in self.specs], dtype=torch.float64)
+        return torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1))), params
+
+
+class RenderViews:
+    """Collate function: stacks the samples and renders every view of the batch."""
+
+    def __init__(self, cfg: DataConfig) -> None:
+        self.specs = crop_specs(cfg)
+
+    def __call__(
+        self, samples: list[tuple[torch.Tensor, torch.Tensor]]
+    ) -> tuple[list[torch.Tensor], torch.Tensor]:
+        images = torch.stack([s[0] for s in samples]).float().div_(255.0)
+        params = torch.stack([s[1] for s in samples])  # [B, n_views, N_PARAMS]
+        crops = [render(images, params[:, k], spec.size) for k, spec in enumerate(self.specs)]
+        return crops, torch.ones(len(samples), dtype=torch.bool)
+
+
+def render(images: torch.Tensor, p: torch.Tensor, size: int) -> torch.Tensor:
+    """Views of ``images`` (float [B, 3, H, W] in [0, 1]) from parameter rows ``p`` [B, N_PARAMS],
+    normalised with the ImageNet mean and std."""
+    x = resized_crop(images, p[:, :4], p[:, _FLIP] > 0, size)
+    x = color_jitter(x, p)
+    x = torch.where((p[:, _GRAY] > 0).view(-1, 1, 1, 1), grayscale(x).expand_as(x), x)
+    x = gaussian_blur(x, p[:, _SIGMA])
+    x = torch.where((p[:, _SOLAR] > 0).view(-1, 1, 1, 1) & (x >= 0.5), 1.0 - x, x)
+    mean = torch.tensor(MEAN, dtype=x.dtype).view(1, 3, 1, 1)
+    std = torch.tensor(STD, dtype=x.dtype).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+def resized_crop(images: torch.Tensor, boxes: torch.Tensor, flip: torch.Tensor, size: int) -> torch.Tensor:
+    """Crop boxes (i, j, h, w in pixels) resized to ``size`` x ``size`` (bicubic), mirrored where
+    ``flip``: one affine sampling grid per image."""
+    b, _, height, width = images.shape
+    i, j, h, w = (boxes[:, k].to(images.dtype) for k in range(4))
+    theta = torch.zeros(b, 2, 3, dtype=images.dtype)
+    theta[:, 0, 0] = torch.where(flip, -w / width, w / width)
+    theta[:, 0, 2] = (2 * j + w) / width - 1
+    theta[:, 1, 1] = h / height
+    theta[:, 1, 2] = (2 * i + h) / height - 1
+    grid = F.affine_grid(theta, [b, images.shape[1], size, size], align_corners=False)
+    out = F.grid_sample(images, grid, mode="bicubic", padding_mode="border", align_corners=False)
+    return out.clamp_(0.0, 1.0)
+
+
+def grayscale(x: torch.Tensor) -> torch.Tensor:
+    r, g, b = x.unbind(1)
+    return (_GRAY_WEIGHTS[0] * r + _GRAY_WEIGHTS[1] * g + _GRAY_WEIGHTS[2] * b).unsqueeze(1)
+
+
+def _blend(x: torch.Tensor, other: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    f = factor.view(-1, 1, 1, 1)
+    return (f * x + (1 - f) * other).clamp(0.0, 1.0)
+
+
+def adjust_brightness(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+    return _blend(x, torch.zeros_like(x), f)
+
+
+def adjust_contrast(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+    return _blend(x, grayscale(x).mean(dim=(1, 2, 3), keepdim=True), f)
+
+
+def adjust_saturation(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+    return _blend(x, grayscale(x), f)
+
+
+def adjust_hue(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """Rotate the hue by ``shift`` (fraction of a turn) in HSV, as torchvision's tensor kernel."""
+    r, g, b = x.unbind(1)
+    maxc, _ = x.max(dim=1)
+    minc, _ = x.min(dim=1)
+    delta = maxc - minc
+    s = delta / torch.where(maxc == 0, torch.ones_like(maxc), maxc)
+    d = torch.where(delta == 0, torch.ones_like(delta), delta)
+    rc, gc, bc = (maxc - r) / d, (maxc - g) / d, (maxc - b) / d
+    hr = (maxc == r) * (bc - gc)
+    hg = ((maxc == g) & (maxc != r)) * (2.0 + rc - bc)
+    hb = ((maxc != g) & (maxc != r)) * (4.0 + gc - rc)
+    h = torch.fmod((hr + hg + hb) / 6.0 + 1.0, 1.0)
+    h = torch.fmod(h + shift.view(-1, 1, 1) + 1.0, 1.0)
+    return _hsv_to_rgb(h, s, maxc)
+
+
+def _hsv_to_rgb(h: torch.Tensor, s: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    i = torch.floor(h * 6.0)
+    f = h * 6.0 - i
+    i = i.to(torch.int64) % 6
+    p = (v * (1.0 - s)).clamp(0.0, 1.0)
+    q = (v * (1.0 - s * f)).clamp(0.0, 1.0)
+    t = (v * (1.0 - s * (1.0 - f))).clamp(0.0, 1.0)
+    choices = (
+        torch.stack((v, q, p, p, t, v), dim=1),
+        torch.stack((t, v, v, q, p, p), dim=1),
+        torch.stack((p, p, t, v, v, q), dim=1),
+    )
+    idx = i.unsqueeze(1)
+    return torch.cat([c.gather(1, idx) for c in choices], dim=1)
+
+
+_JITTER_OPS = (
+    (adjust_brightness, _BRIGHT),
+    (adjust_contrast, _CONTRAST),
+    (adjust_saturation, _SAT),
+    (adjust_hue, _HUE),
+)
+
+
+def color_jitter(x: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+    """The four jitter operations in each sample's own order, where the sample's jitter is on;
+    each operation runs once per position on the samples that have it there."""
+    on = p[:, _JITTER] > 0
+    if not bool(on.any()):
+        return x
+    x = x.clone()
+    order = p[:, _ORDER]
+    for position in range(4):
+        for op_id, (op, column) in enumerate(_JITTER_OPS):
+            idx = torch.nonzero(on & (order[:, position] == op_id)).flatten()
+            if idx.numel():
+                x[idx] = op(x[idx], p[idx, column].to(x.dtype))
+    return x
+
+
+def gaussian_kernels(sigma: torch.Tensor, radius: int) -> torch.Tensor:
+    """Normalised 1-D Gaussian kernels [B, 2 * radius + 1]; sigma 0 gives the identity."""
+    t = torch.arange(-radius, radius + 1, dtype=sigma.dtype)
+    s = sigma.clamp_min(1e-12).view(-1, 1)
+    k = torch.exp(-0.5 * (t / s) ** 2)
+    k = torch.where(sigma.view(-1, 1) > 0, k, (t == 0).to(k.dtype).expand_as(k))
+    return k / k.sum(dim=1, keepdim=True)
+
+
+def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """Separable per-sample Gaussian blur (reflect padding, kernel radius ceil(3 sigma_max))."""
+    smax = float(sigma.max()) if sigma.numel() else 0.0
+    if smax <= 0:
+        return x
+    b, c, h, w = x.shape
+    radius = max(1, math.ceil(3 * smax))
+    radius = min(radius, h - 1, w - 1)
+    k = gaussian_kernels(sigma.to(x.dtype), radius).repeat_interleave(c, dim=0)  # [B*C, K]
+    y = x.reshape(1, b * c, h, w)
+    y = F.conv2d(F.pad(y, (radius, radius, 0, 0), mode="reflect"), k.view(b * c, 1, 1, -1), groups=b * c)
+    y = F.conv2d(F.pad(y, (0, 0, radius, radius), mode="reflect"), k.view(b * c, 1, -1, 1), groups=b * c)
+    return y.view(b, c, h, w)
