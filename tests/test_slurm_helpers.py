@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from orchestration.backends.slurm import max_array_size, split_for_arrays
+from orchestration.backends.slurm import claimed_job_ids, max_array_size, split_for_arrays
 
 
 def test_split_for_arrays_keeps_indices_below_the_limit():
@@ -16,6 +16,16 @@ def test_split_for_arrays_keeps_indices_below_the_limit():
     assert [len(c) for c in chunks] == [1000, 1000, 500]
     assert sum(len(c) for c in chunks) == 2500 and all(len(c) <= 1000 for c in chunks)
     assert list(chunks[1])[0] == 1000
+
+
+def test_claimed_job_ids_tell_array_tasks_from_plain_jobs():
+    """The listings as squeue (``%i|%j``) and sacct (``JobID,JobName``) print them: a pending array
+    is one line ``6_[0-1]``, its started tasks ``6_0``; submitit submits a batch of one job
+    without ``--array``, so that job is ``2`` and sacct has no ``2_0`` (a claim resolved to
+    ``2_0`` was waited for forever)."""
+    listing = "6_[0-1]|sw-a\n2|sw-b\n3|sw-b-knn\n6_0|sw-a\n7_[0-1]|sw-a-knn\n\nbad line\n"
+    assert claimed_job_ids(listing, "1") == {"sw-a": "6_1", "sw-a-knn": "7_1", "sw-b": "2", "sw-b-knn": "3"}
+    assert claimed_job_ids("", "0") == {}
 
 
 @pytest.mark.slurm

@@ -274,8 +274,6 @@ def test_job_end_states_map_to_run_statuses_with_the_reason():
         assert got[1].startswith(f"pretrain {pre} (exit 0:9); eval:knn CANCELLED"), got[1]
 
 
-@pytest.mark.slow  # KNOWN FAILING (2026-12-02): the claims resolve into the right job ids, but the
-# rerun's wait did not end within 900 s; not diagnosed yet. Out of the default suite until it is.
 @pytest.mark.slurm
 @pytest.mark.mlflow
 @pytest.mark.timeout(1200)

@@ -197,15 +197,27 @@ def resolve_claim(spec: TrialSpec) -> None:
         ["sacct", "-n", "-X", "-P", "-o", "JobID,JobName", "-S", "now-30days", f"--name={names}"],
     )
     out = "".join(subprocess.run(q, capture_output=True, text=True, timeout=60).stdout for q in queries)
-    arrays: dict[str, str] = {}
-    for line in out.splitlines():
-        job_id, _, job_name = line.partition("|")
-        arrays.setdefault(job_name, job_id.split("_")[0])
-    if name not in arrays:
+    ids = claimed_job_ids(out, index)
+    if name not in ids:
         write_jobs(spec.dir, [])  # no job: sbatch never ran (or failed); the trial is resubmitted
         return
-    evals = {p: f"{arrays[f'{name}-{p}']}_{index}" for p in spec.evals if f"{name}-{p}" in arrays}
-    write_jobs(spec.dir, chain_records(spec, f"{arrays[name]}_{index}", evals))
+    evals = {p: ids[f"{name}-{p}"] for p in spec.evals if f"{name}-{p}" in ids}
+    write_jobs(spec.dir, chain_records(spec, ids[name], evals))
+
+
+def claimed_job_ids(listing: str, index: str) -> dict[str, str]:
+    """Job name -> the id of task ``index`` from ``JobID|JobName`` lines (squeue, sacct). An array
+    job's task is ``<array>_<index>``; a batch of one trial is submitted as a plain job (no array),
+    whose id is used as it is: sacct knows no ``<id>_0`` for it."""
+    seen: dict[str, tuple[str, bool]] = {}
+    for line in listing.splitlines():
+        job_id, _, job_name = line.strip().partition("|")
+        if not job_id or not job_name:
+            continue
+        base, sep, _ = job_id.partition("_")
+        first, was_array = seen.get(job_name, (base, False))
+        seen[job_name] = (first, was_array or bool(sep))
+    return {n: (f"{b}_{index}" if arr else b) for n, (b, arr) in seen.items()}
 
 
 def sacct_states(job_ids: list[str]) -> dict[str, tuple[str, str]]:
