@@ -16,6 +16,7 @@ OVERRIDES = (
     # the demo recipe uses weak global views only; exercise local crops and strong views too
     "data.local_crops_number=2",
     "data.strong_prob=0.5",
+    "data.augment_backend=pil",  # strong views exist on the PIL path only
 )
 
 

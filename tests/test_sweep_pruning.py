@@ -36,6 +36,8 @@ OFFICIAL_STYLE = {
     "data.solarize_prob": 0.2,
     "data.flip_prob": 0.5,
     "data.global_crops_scale": [0.4, 1.0],
+    "data.augment_backend": "pil",  # strong views exist on the PIL path only
+    "train.batch_size": 64,
 }
 
 
