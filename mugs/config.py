@@ -18,7 +18,11 @@ from typing import Any
 import yaml
 
 from mugs.errors import ConfigError as ConfigError  # re-exported
+from mugs.methods.mugs.config import MugsMethodConfig as MethodConfig  # re-exported: Mugs' section
+from mugs.methods.registry import method_config_class
+from mugs.methods.smog.config import SmogConfig
 from mugs.strict_yaml import YamlInputError, parse_yaml, read_yaml_file
+from mugs.validation import positive as _positive
 
 
 @dataclass
@@ -43,35 +47,6 @@ class ModelConfig:
     # position embedding for crops of another grid than data.image_size: "dino" (bicubic by the
     # scale factor (new + 0.1) / old, as the official Mugs/DINO code) | "timm" (timm's resampling)
     pos_embed_interp: str = "dino"
-
-
-@dataclass
-class MethodConfig:
-    loss_weights: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0])
-    instance_queue_size: int = 65536
-    instance_temp: float = 0.2
-    local_group_queue_size: int = 65536
-    local_group_temp: float = 0.2
-    memory_size: int = 65536
-    topk: int = 8
-    group_student_temp: float = 0.1
-    group_warmup_teacher_temp: float = 0.04
-    group_teacher_temp: float = 0.04
-    group_warmup_teacher_temp_epochs: int = 0
-    center_momentum: float = 0.9
-
-    # a branch is on when its weight is > 0; off, its head, queue and memory are not built
-    @property
-    def uses_instance(self) -> bool:
-        return self.loss_weights[0] > 0
-
-    @property
-    def uses_local_group(self) -> bool:
-        return self.loss_weights[1] > 0
-
-    @property
-    def uses_group(self) -> bool:
-        return self.loss_weights[2] > 0
 
 
 @dataclass
@@ -136,7 +111,7 @@ class EvalConfig:
 @dataclass
 class MugsConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
-    method: MethodConfig = field(default_factory=MethodConfig)
+    method: MethodConfig | SmogConfig = field(default_factory=MethodConfig)  # by method.name
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
@@ -200,12 +175,22 @@ def _merge_into(obj: Any, updates: dict[str, Any], prefix: str = "") -> None:
         if k not in names:
             raise ConfigError(f"{key}: unknown key (known: {', '.join(sorted(names))})")
         current = getattr(obj, k)
+        if isinstance(obj, MugsConfig) and k == "method" and isinstance(v, dict):
+            current = _switch_method(obj, v)
         if dataclasses.is_dataclass(current):
             if not isinstance(v, dict):
                 raise ConfigError(f"{key}: expected a mapping, got {v!r}")
             _merge_into(current, v, prefix=f"{key}.")
         else:
             setattr(obj, k, _coerce(v, hints[k], key))
+
+
+def _switch_method(cfg: MugsConfig, updates: dict[str, Any]) -> Any:
+    """A layer that names another ``method.name`` starts that method's section from its defaults."""
+    name = updates.get("name", cfg.method.name)
+    if name != cfg.method.name:
+        cfg.method = method_config_class(name)()  # an unknown name: ConfigError naming the known ones
+    return cfg.method
 
 
 def parse_override(item: str) -> dict[str, Any]:
@@ -290,7 +275,7 @@ def config_from_checkpoint(values: dict[str, Any]) -> MugsConfig:
 def validate(cfg: MugsConfig, check_data: bool = True) -> None:
     """Check every section; the first impossible value raises :class:`ConfigError` naming its key."""
     _validate_finite(cfg)
-    _validate_method(cfg.method, cfg.train)
+    cfg.method.validate(cfg.train.epochs, cfg.data.local_crops_number)
     _validate_train_eval(cfg)
     _validate_model_data(cfg.model, cfg.data)
     if check_data:
@@ -307,48 +292,6 @@ def _validate_finite(cfg: MugsConfig) -> None:
             items = value if isinstance(value, (list, tuple)) else [value]
             if any(isinstance(x, float) and not math.isfinite(x) for x in items):
                 raise ConfigError(f"{section}.{f.name}: must be a finite number, got {value}")
-
-
-def _positive(values: dict[str, float], what: str = "must be > 0") -> None:
-    for key, v in values.items():
-        if v <= 0:
-            raise ConfigError(f"{key}: {what}, got {v}")
-
-
-def _validate_method(m: MethodConfig, t: TrainConfig) -> None:
-    w = m.loss_weights
-    if len(w) != 3:
-        raise ConfigError(f"method.loss_weights: expected 3 weights [instance, local_group, group], got {w}")
-    if any(x < 0 for x in w):
-        raise ConfigError(f"method.loss_weights: weights must be >= 0, got {w}")
-    if sum(w) <= 0:
-        raise ConfigError(f"method.loss_weights: at least one weight must be > 0, got {w}")
-    _positive(
-        {
-            "method.instance_queue_size": m.instance_queue_size,
-            "method.local_group_queue_size": m.local_group_queue_size,
-            "method.memory_size": m.memory_size,
-            "method.topk": m.topk,
-        }
-    )
-    if m.topk > m.memory_size:
-        raise ConfigError(
-            f"method.topk: {m.topk} neighbours cannot exceed method.memory_size={m.memory_size}"
-        )
-    temps = {
-        "method.instance_temp": m.instance_temp,
-        "method.local_group_temp": m.local_group_temp,
-        "method.group_student_temp": m.group_student_temp,
-        "method.group_teacher_temp": m.group_teacher_temp,
-        "method.group_warmup_teacher_temp": m.group_warmup_teacher_temp,
-    }
-    _positive(temps, "temperature must be > 0")
-    if not 0 <= m.center_momentum < 1:
-        raise ConfigError(f"method.center_momentum: must be in [0, 1), got {m.center_momentum}")
-    if m.group_warmup_teacher_temp_epochs > t.epochs:
-        raise ConfigError(
-            f"method.group_warmup_teacher_temp_epochs: {m.group_warmup_teacher_temp_epochs} exceeds train.epochs={t.epochs}"
-        )
 
 
 def _validate_train_eval(cfg: MugsConfig) -> None:

@@ -1,4 +1,5 @@
-"""Collapse diagnostics of the Mugs branches, and the one verdict on them.
+"""Collapse diagnostics of the Mugs branches (other methods log theirs under the same kinds, e.g.
+SMoG as ``diag/smog/...``), and the one verdict on them.
 
 Computed by the loss modules on logged steps only (``Trainer.train_step(..., diagnose=True)``),
 under ``no_grad``, autocast off, on detached float32 copies, before any queue or centre update,
@@ -50,9 +51,19 @@ MIN_ASSIGNMENT_INFO_NATS = 0.05
 _F = TypeVar("_F", bound=Callable[..., Any])
 
 
+SMOG_BRANCH = "smog"  # SMoG's group-level contrast (mugs.methods.smog): the group kinds
+BRANCH_KINDS: dict[str, tuple[str, ...]] = {
+    "instance": CONTRASTIVE_KINDS,
+    "local_group": CONTRASTIVE_KINDS,
+    "group": GROUP_KINDS,
+    SMOG_BRANCH: GROUP_KINDS,
+}
+DIAG_BRANCHES = tuple(BRANCH_KINDS)  # every method's branches, in the order reports show them
+
+
 def branch_kinds(branch: str) -> tuple[str, ...]:
     """The diagnostic kinds logged for ``branch``."""
-    return GROUP_KINDS if branch == "group" else CONTRASTIVE_KINDS
+    return BRANCH_KINDS.get(branch, CONTRASTIVE_KINDS)
 
 
 def diag_key(branch: str, kind: str) -> str:
@@ -224,15 +235,22 @@ def collapse_reasons(metrics: Mapping[str, Any]) -> dict[str, list[str]]:
     no verdict.
     """
     out: dict[str, list[str]] = {}
-    for branch in BRANCHES:
+    for branch in logged_branches(metrics):
         reasons = _reasons(metrics, branch)
         if reasons:
             out[branch] = reasons
     return out
 
 
+def logged_branches(metrics: Mapping[str, Any]) -> list[str]:
+    """The branches with ``diag/<branch>/<kind>`` keys in ``metrics``, in :data:`DIAG_BRANCHES`
+    order, then any other sorted."""
+    found = {k[len(PREFIX) :].split("/", 1)[0] for k in metrics if isinstance(k, str) and k.startswith(PREFIX)}
+    return [b for b in DIAG_BRANCHES if b in found] + sorted(found - set(DIAG_BRANCHES))
+
+
 def collapsed_branches(metrics: Mapping[str, Any]) -> list[str]:
-    """The branches that look collapsed (in :data:`BRANCHES` order); see :func:`collapse_reasons`."""
+    """The branches that look collapsed (:func:`logged_branches` order); see :func:`collapse_reasons`."""
     return list(collapse_reasons(metrics))
 
 

@@ -1,10 +1,10 @@
-"""The Mugs training engine: one student/teacher step, the epoch loop, checkpoint and resume."""
+"""The training engine, the same for every method (:mod:`mugs.methods`): one student/teacher step,
+the epoch loop, checkpoint and resume."""
 
 from __future__ import annotations
 
 import math
 import time
-import warnings
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from pathlib import Path
@@ -22,9 +22,8 @@ from mugs.data.datasets import SeededAugmentDataset, load_split
 from mugs.data.pipeline import multicrop_dataset
 from mugs.data.sampler import ResumableSampler
 from mugs.distributed import DistContext, is_dist
-from mugs.losses.multi_granular import MultiGranularLoss
-from mugs.memory import LocalGroupMemory
-from mugs.models.network import MugsNetwork
+from mugs.methods.base import Method
+from mugs.methods.registry import method_class
 from mugs.optim import build_optimizer, cancel_last_layer_grad, clip_gradients_per_tensor, set_schedule
 from mugs.schedules import cosine_schedule
 
@@ -52,29 +51,16 @@ class Trainer:
         self.device = device
 
         torch.manual_seed(cfg.seed)  # identical initial weights on every rank
-        self.student = MugsNetwork(cfg, student=True).to(device)
-        self.teacher = MugsNetwork(cfg, student=False).to(device)
-        self.teacher.load_state_dict(self.student.state_dict(), strict=False)
-        for p in self.teacher.parameters():
-            p.requires_grad_(False)
-        self._sync_batchnorm(device)
-        d = self.student.backbone.embed_dim
-        m = cfg.method
-        self.student_memory = (
-            LocalGroupMemory(d, m.memory_size, m.topk).to(device) if m.uses_local_group else None
-        )
-        self.teacher_memory = (
-            LocalGroupMemory(d, m.memory_size, m.topk).to(device) if m.uses_local_group else None
-        )
-        self.loss = MultiGranularLoss(cfg).to(device)
+        self.method: Method = method_class(cfg.method.name)(cfg).to(device)
+        multi = is_dist() and self.dist.world_size > 1
+        self.method.sync_batchnorm(multi, device, self.dist.is_main)
         self.optimizer = build_optimizer(self.student, device)
-        s_named = dict(self.student.named_parameters())
-        self._ema_pairs = [(s_named[n], p) for n, p in self.teacher.named_parameters() if n in s_named]
+        self._ema_pairs = self.method.ema_pairs()
         self.model = (
             DistributedDataParallel(
                 self.student, device_ids=[device.index] if device.type == "cuda" else None
             )
-            if is_dist() and self.dist.world_size > 1
+            if multi
             else self.student
         )
         if cfg.train.compile:
@@ -98,22 +84,27 @@ class Trainer:
         self._build_schedules()
 
     # ----------------------------------------------------------------- setup
-    def _sync_batchnorm(self, device: torch.device) -> None:
-        """BatchNorm heads (``model.use_bn_in_head``) under DDP use the global batch's statistics, as
-        the official code does (SyncBatchNorm, CUDA only); on CPU (gloo) each rank normalises its own."""
-        multi = is_dist() and self.dist.world_size > 1
-        if not multi or not any(isinstance(m, torch.nn.BatchNorm1d) for m in self.student.modules()):
-            return
-        if device.type == "cuda":
-            self.student = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.student)
-            self.teacher = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.teacher)
-        elif self.dist.is_main:
-            warnings.warn("BatchNorm heads on CPU under DDP: statistics are per rank", stacklevel=2)
+    @property
+    def student(self) -> torch.nn.Module:
+        return self.method.student
+
+    @property
+    def teacher(self) -> torch.nn.Module:
+        return self.method.teacher
+
+    def __getattr__(self, name: str) -> Any:
+        """The method's own parts (Mugs: ``loss``, ``student_memory``, ``teacher_memory``)."""
+        method = self.__dict__.get("method")
+        if method is None or name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(method, name)
 
     def _build_data(self) -> int:
         cfg = self.cfg
         base = load_split(cfg.data, "train")
-        self._dataset, self._collate = multicrop_dataset(base, cfg.data, cfg.seed)
+        self._dataset, self._collate = multicrop_dataset(
+            base, cfg.data, cfg.seed, student_views=self.method.student_views
+        )
         self._sampler = ResumableSampler(
             len(base), cfg.train.batch_size, self.dist.rank, self.dist.world_size, cfg.seed
         )
@@ -155,15 +146,8 @@ class Trainer:
         epoch = it // self.iters_per_epoch
         lr, wd, mom = (float(s[it]) for s in (self.lr_schedule, self.wd_schedule, self.momentum_schedule))
         set_schedule(self.optimizer, lr, wd, cfg.train.patch_embed_lr_mult)
-        n_student = len(crops) - 2
         with self.autocast():
-            with torch.no_grad():
-                t_out = self.teacher(crops[:2], self.teacher_memory, target=True)
-            s_out = self.model(crops[2:], self.student_memory, target=False)
-            total, terms = self.loss(s_out, t_out, n_student, epoch, diag)
-        if self.student_memory is not None:
-            self.student_memory.enqueue(s_out.memory_tokens.chunk(2)[0], keep=weak)
-            self.teacher_memory.enqueue(t_out.memory_tokens.chunk(2)[0])  # type: ignore[union-attr]
+            total, terms = self.method.loss_terms(self.model, crops, weak, epoch, diag)
         loss_value = total.item()
         if not math.isfinite(loss_value):
             parts = ", ".join(f"{k}={v.item():.4g}" for k, v in terms.items())
@@ -179,11 +163,12 @@ class Trainer:
             t_params = [t for _, t in self._ema_pairs]
             torch._foreach_mul_(t_params, mom)
             torch._foreach_add_(t_params, s_params, alpha=1.0 - mom)
+        self.method.after_step(it + 1)
         self.step += 1
         out = {"step": self.step, "epoch": epoch, "loss": loss_value, "lr": lr, "wd": wd, "momentum": mom}
         for k, v in terms.items():
             out[f"loss/{k}"] = v.item()
-        out["teacher_temp"] = self.loss.teacher_temp(epoch)
+        out.update(self.method.logged_values(epoch))
         for k, v in (diag or {}).items():
             out[k] = v.item()
         return out
@@ -286,9 +271,7 @@ class Trainer:
             "config": self.cfg.to_dict(),
             "student": self.student.state_dict(),
             "teacher": self.teacher.state_dict(),
-            "student_memory": self.student_memory.state_dict() if self.student_memory is not None else None,
-            "teacher_memory": self.teacher_memory.state_dict() if self.teacher_memory is not None else None,
-            "loss": self.loss.state_dict(),
+            **self.method.extra_state(),
             "optimizer": self.optimizer.state_dict(),
             "scaler": None,  # bf16 autocast needs no loss scaling
             "rng": rngs,
@@ -297,10 +280,7 @@ class Trainer:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.student.load_state_dict(state["student"])
         self.teacher.load_state_dict(state["teacher"])
-        if self.student_memory is not None:
-            self.student_memory.load_state_dict(state["student_memory"])
-            self.teacher_memory.load_state_dict(state["teacher_memory"])  # type: ignore[union-attr]
-        self.loss.load_state_dict(state["loss"])
+        self.method.load_extra_state(state)
         self.optimizer.load_state_dict(state["optimizer"])
         self.step = int(state["step"])
         rngs = state["rng"]

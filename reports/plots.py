@@ -20,7 +20,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from mugs.diagnostics import BRANCHES, MAX_TARGET_COS, branch_kinds, diag_key
+from mugs.diagnostics import DIAG_BRANCHES, MAX_TARGET_COS, branch_kinds, diag_key
 from reports.aggregate import Aggregate, lower_is_better
 from reports.table import LOSS_NAMES, LOSS_WEIGHTS, binary_weights, key_header, metric_header
 from reports.values import format_number, is_missing
@@ -279,7 +279,7 @@ def plot_diagnostics(curves: Mapping[str, Mapping[str, Sequence[pd.DataFrame]]])
     """
     present = {k: {lab: f for lab, f in by.items() if f} for k, by in curves.items()}
     present = {k: by for k, by in present.items() if by}
-    rows = [b for b in BRANCHES if any(diag_key(b, k) in present for k in branch_kinds(b))]
+    rows = [b for b in DIAG_BRANCHES if any(diag_key(b, k) in present for k in branch_kinds(b))]
     if not rows:
         return None
     ncols = max(len(branch_kinds(b)) for b in rows)

@@ -23,7 +23,7 @@ from typing import Any
 import pandas as pd
 from mlflow import MlflowClient
 
-from mugs.diagnostics import BRANCHES, branch_kinds, diag_key
+from mugs.diagnostics import DIAG_BRANCHES, branch_kinds, diag_key
 from orchestration.reference import REFERENCE_COLUMN
 from orchestration.tracking.logger import DEFAULT_PREFIX as TRAIN_PREFIX
 from orchestration.tracking.uri import redact_uri
@@ -42,7 +42,7 @@ from reports.values import format_number
 DEFAULT_METRICS = ("eval/knn_top1", "eval/linear_top1")
 ARTIFACT_DIR = "report"
 CURVE_METRIC = "train/loss"
-DIAG_CURVE_KEYS = tuple(diag_key(b, k) for b in BRANCHES for k in branch_kinds(b))
+DIAG_CURVE_KEYS = tuple(diag_key(b, k) for b in DIAG_BRANCHES for k in branch_kinds(b))
 CURVE_SETTINGS = 8
 CURVE_RUNS_PER_SETTING = 3
 

@@ -43,7 +43,14 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _config(batch_size: int):
+def _config(batch_size: int, method: str = "mugs"):
+    if method == "smog":  # SMoG's heads without BatchNorm (per rank on CPU), a reset at step 2
+        return demo_config(
+            "method.name=smog", f"train.batch_size={batch_size}", "train.warmup_epochs=0", "train.lr=0.002",
+            "train.momentum_teacher=0.9", "data.local_crops_number=0", "method.head_bn=false",
+            "method.n_groups=8", "method.bank_size=32", "method.reset_every=2", "method.out_dim=32",
+            "method.projector_hidden_dim=64", "method.predictor_hidden_dim=64",
+        )
     # demo preset: drop_path_rate 0.0 (no per-rank randomness in the forward pass). No lr warm-up
     # (it starts at lr 0) and a faster EMA: with the demo schedule 3 steps move the teacher only
     # ~1e-6, below any useful tolerance; here ~7e-5 (the test asserts > 5 x TEACHER_ATOL).
@@ -61,16 +68,22 @@ def _state(tr: Trainer) -> dict[str, dict[str, torch.Tensor]]:
     def cpu(sd):
         return {k: v.detach().cpu().clone() for k, v in sd.items()}
 
+    nets = {"student": cpu(tr.student.state_dict()), "teacher": cpu(tr.teacher.state_dict())}
+    if tr.cfg.method.name == "smog":
+        return {**nets, "groups": cpu(tr.method.groups.state_dict())}  # groups and feature bank
     return {
-        "student": cpu(tr.student.state_dict()),
-        "teacher": cpu(tr.teacher.state_dict()),
+        **nets,
         "loss": cpu(tr.loss.state_dict()),  # instance/local-group queues and the group centre
         "student_memory": cpu(tr.student_memory.state_dict()),
         "teacher_memory": cpu(tr.teacher_memory.state_dict()),
     }
 
 
-def _worker(rank: int, port: int, batches_path: str, out_dir: str) -> None:
+def _extra_keys(method: str) -> tuple[str, ...]:
+    return ("groups",) if method == "smog" else ("loss", "student_memory", "teacher_memory")
+
+
+def _worker(rank: int, port: int, batches_path: str, out_dir: str, method: str) -> None:
     """One DDP rank: train on its half of every batch, save losses and final state."""
     import torch.distributed as dist
 
@@ -89,7 +102,7 @@ def _worker(rank: int, port: int, batches_path: str, out_dir: str) -> None:
         assert (ctx.rank, ctx.world_size) == (rank, WORLD) and dist.is_initialized()
         per_rank = GLOBAL_BATCH // WORLD
         tr = Trainer(
-            _config(per_rank),
+            _config(per_rank, method),
             Path(out_dir) / f"rank{rank}",
             device=torch.device("cpu"),
             dist_ctx=ctx,
@@ -112,8 +125,9 @@ def _assert_close(a: dict, b: dict, what: str, atol: float) -> None:
 
 
 @pytest.mark.timeout(300)
-def test_two_gloo_ranks_match_one_process(tmp_path):
-    cfg = _config(GLOBAL_BATCH)
+@pytest.mark.parametrize("method", ["mugs", "smog"])
+def test_two_gloo_ranks_match_one_process(tmp_path, method):
+    cfg = _config(GLOBAL_BATCH, method)
     batches = [real_batch(cfg, GLOBAL_BATCH, seed=s) for s in range(N_STEPS)]
     batches_path = tmp_path / "batches.pt"
     torch.save(batches, batches_path)
@@ -134,17 +148,17 @@ def test_two_gloo_ranks_match_one_process(tmp_path):
     assert moved > 5 * TEACHER_ATOL, f"the teacher moved only {moved:.2e}: the comparison would be vacuous"
 
     # Two processes, 8 images each.
-    mp.spawn(_worker, args=(_free_port(), str(batches_path), str(tmp_path)), nprocs=WORLD, join=True)
+    mp.spawn(_worker, args=(_free_port(), str(batches_path), str(tmp_path), method), nprocs=WORLD, join=True)
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(WORLD)]
 
     ddp_losses = [sum(r["losses"][i] for r in ranks) / WORLD for i in range(N_STEPS)]
     assert ddp_losses == pytest.approx(ref_losses, rel=1e-4), (ddp_losses, ref_losses)
     # every rank ends with identical replicas (DDP keeps them in sync; EMA is local)
-    for key in ("student", "teacher", "loss", "student_memory", "teacher_memory"):
+    for key in ("student", "teacher", *_extra_keys(method)):
         _assert_close(ranks[0][key], ranks[1][key], f"rank1 vs rank0 {key}", atol=1e-6)
     # ... equal to the single-process run
     _assert_close(ref_state["teacher"], ranks[0]["teacher"], "teacher", atol=TEACHER_ATOL)
     _assert_close(ref_state["student"], ranks[0]["student"], "student", atol=STUDENT_ATOL)
-    # queues, memories (written in rank order) and the all-reduced centre
-    for key in ("loss", "student_memory", "teacher_memory"):
+    # Mugs: queues, memories (written in rank order), the all-reduced centre; SMoG: groups, bank
+    for key in _extra_keys(method):
         _assert_close(ref_state[key], ranks[0][key], key, atol=1e-5)

@@ -57,15 +57,16 @@ class CropSpec:
         return 0.1 * r, 2.0 * r
 
 
-def crop_specs(cfg: DataConfig) -> list[CropSpec]:
+def crop_specs(cfg: DataConfig, student_views: bool = True) -> list[CropSpec]:
     """The views of one sample in the order the trainer expects: 2 teacher globals, 2 student
-    globals (weak), then the local crops."""
+    globals (weak; only with ``student_views``), then the local crops."""
     g, gs = cfg.image_size, (cfg.global_crops_scale[0], cfg.global_crops_scale[1])
     ls = (cfg.local_crops_scale[0], cfg.local_crops_scale[1])
     first = CropSpec(g, gs, 1.0, 0.0, cfg.flip_prob)
     second = CropSpec(g, gs, 0.1, cfg.solarize_prob, cfg.flip_prob)
     local = CropSpec(cfg.local_crop_size, ls, 0.5, 0.0, cfg.flip_prob)
-    return [first, second, first, second] + [local] * cfg.local_crops_number
+    globals_ = [first, second, first, second] if student_views else [first, second]
+    return globals_ + [local] * cfg.local_crops_number
 
 
 def resized_crop_box(
@@ -118,8 +119,8 @@ class TensorViews:
 
     takes_rng = True
 
-    def __init__(self, cfg: DataConfig) -> None:
-        self.specs = crop_specs(cfg)
+    def __init__(self, cfg: DataConfig, student_views: bool = True) -> None:
+        self.specs = crop_specs(cfg, student_views)
 
     def __call__(
         self, img: Image.Image | np.ndarray, rng: random.Random
@@ -135,8 +136,8 @@ class TensorViews:
 class RenderViews:
     """Collate function: stacks the samples and renders every view of the batch."""
 
-    def __init__(self, cfg: DataConfig) -> None:
-        self.specs = crop_specs(cfg)
+    def __init__(self, cfg: DataConfig, student_views: bool = True) -> None:
+        self.specs = crop_specs(cfg, student_views)
 
     def __call__(
         self, samples: list[tuple[torch.Tensor, torch.Tensor]]

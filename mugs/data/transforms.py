@@ -91,7 +91,11 @@ def _strong(size: int, scale: tuple[float, float], cfg: DataConfig) -> T.Compose
 
 
 class MultiCropAugmentation:
-    def __init__(self, cfg: DataConfig) -> None:
+    """``student_views=False``: only the two teacher-style globals (and the locals), for methods
+    whose networks both see the same two views."""
+
+    def __init__(self, cfg: DataConfig, student_views: bool = True) -> None:
+        self.student_views = student_views
         g, lc = cfg.image_size, cfg.local_crop_size
         gs, ls = tuple(cfg.global_crops_scale), tuple(cfg.local_crops_scale)
         self.strong_prob = cfg.strong_prob
@@ -105,9 +109,9 @@ class MultiCropAugmentation:
     def __call__(self, img: Image.Image) -> tuple[list[torch.Tensor], bool]:
         crops = [self.global1(img), self.global2(img)]
         weak = not (random.random() < self.strong_prob)
-        if weak:
+        if self.student_views and weak:
             crops += [self.global1(img), self.global2(img)]
-        else:
+        elif self.student_views:
             crops += [self.global_strong(img), self.global_strong(img)]
         for _ in range(self.n_local):
             crops.append(

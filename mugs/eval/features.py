@@ -10,17 +10,17 @@ from torch.utils.data import DataLoader, Dataset
 
 from mugs import checkpoint as ckpt
 from mugs.config import MugsConfig, config_from_checkpoint
-from mugs.models.backbone import ViTBackbone
-from mugs.models.network import MugsNetwork
+from mugs.models.backbone import ViTBackbone, backbone_from_config
 
 
 def load_teacher_backbone(path: str | Path, device: torch.device) -> tuple[ViTBackbone, MugsConfig, int]:
     """(teacher backbone in eval mode, its config, the checkpoint's step)."""
     state = ckpt.load(path)
     cfg = config_from_checkpoint(state["config"])
-    net = MugsNetwork(cfg, student=False)
-    net.load_state_dict(state["teacher"])
-    return net.backbone.to(device).eval(), cfg, int(state["step"])
+    backbone = backbone_from_config(cfg, student=False)
+    prefix = "backbone."  # every method's teacher holds its backbone under this name
+    backbone.load_state_dict({k[len(prefix) :]: v for k, v in state["teacher"].items() if k.startswith(prefix)})
+    return backbone.to(device).eval(), cfg, int(state["step"])
 
 
 @torch.no_grad()

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
-from mugs.config import POS_EMBED_INTERP
+from mugs.config import POS_EMBED_INTERP, MugsConfig
 
 # (embed_dim, depth, num_heads) as in the official vision_transformer.py (qkv_bias=True, LN eps 1e-6)
 ARCH_DIMS: dict[str, tuple[int, int, int]] = {
@@ -138,3 +138,18 @@ class ViTBackbone(nn.Module):
     def cls(self, x: torch.Tensor) -> torch.Tensor:
         """Post-norm CLS token (the feature kNN evaluation uses)."""
         return self(x)[1][:, 0]
+
+
+def backbone_from_config(cfg: MugsConfig, student: bool) -> ViTBackbone:
+    """The backbone of ``cfg`` (every method's): drop path on the student side only."""
+    mc = cfg.model
+    return ViTBackbone(
+        mc.arch,
+        img_size=cfg.data.image_size,
+        patch_size=mc.patch_size,
+        drop_path_rate=mc.drop_path_rate if student else 0.0,
+        embed_dim=mc.embed_dim,
+        depth=mc.depth,
+        num_heads=mc.num_heads,
+        pos_embed_interp=mc.pos_embed_interp,
+    )

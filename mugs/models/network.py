@@ -15,7 +15,7 @@ from torch import nn
 
 from mugs.config import MugsConfig
 from mugs.memory import LocalGroupMemory
-from mugs.models.backbone import ViTBackbone
+from mugs.models.backbone import backbone_from_config
 from mugs.models.heads import ContrastiveHead, GroupHead
 
 
@@ -52,16 +52,7 @@ class MugsNetwork(nn.Module):
         super().__init__()
         mc, m = cfg.model, cfg.method
         self.global_size = cfg.data.image_size
-        self.backbone = ViTBackbone(
-            mc.arch,
-            img_size=cfg.data.image_size,
-            patch_size=mc.patch_size,
-            drop_path_rate=mc.drop_path_rate if student else 0.0,
-            embed_dim=mc.embed_dim,
-            depth=mc.depth,
-            num_heads=mc.num_heads,
-            pos_embed_interp=mc.pos_embed_interp,
-        )
+        self.backbone = backbone_from_config(cfg, student)
         d = self.backbone.embed_dim
 
         def contrastive(out_dim: int) -> ContrastiveHead:

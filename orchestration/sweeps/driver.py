@@ -84,6 +84,9 @@ def prepare_spec(req: SweepRequest) -> tuple[SweepSpec, dict[str, Any]]:
         prof = spec.profiles[profile]
         if prof.preset:
             spec.base.preset = prof.preset
+        spec.base.method_presets.update(prof.method_presets)
+        for name, over in prof.method_overrides.items():
+            spec.base.method_overrides[name] = {**spec.base.method_overrides.get(name, {}), **over}
         if prof.evals is not None:
             spec.evals = prof.evals
         if prof.pruning is not None:

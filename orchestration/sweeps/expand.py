@@ -63,11 +63,16 @@ def axis_assignments(axis: Axis, value: Any) -> dict[str, Any]:
 
 
 def resolve(spec: SweepSpec, setting: dict[str, Any], seed: int, extra: dict[str, Any]) -> MugsConfig:
-    """base preset -> base config file -> base overrides -> profile/--set extras -> setting -> seed."""
-    layers: dict[str, Any] = load_yaml_file(spec.base.config) if spec.base.config else {}
-    for dotted in (spec.base.overrides, extra, setting, {"seed": seed}):
+    """base preset (or the method's, ``base.method_presets``) -> base config file -> base
+    overrides -> profile/--set extras -> the method's overrides -> setting -> seed."""
+    b = spec.base
+    method = setting.get("method.name", extra.get("method.name", b.overrides.get("method.name")))
+    preset = b.method_presets.get(method, b.preset) if isinstance(method, str) else b.preset
+    per_method = b.method_overrides.get(method, {}) if isinstance(method, str) else {}
+    layers: dict[str, Any] = load_yaml_file(b.config) if b.config else {}
+    for dotted in (b.overrides, extra, per_method, setting, {"seed": seed}):
         layers = deep_merge(layers, nest(dotted))
-    cfg = build_config(spec.base.preset, layers, None)
+    cfg = build_config(preset, layers, None)
     absolutize_paths(cfg)
     return cfg
 

@@ -23,6 +23,10 @@ class Base(_Strict):
     preset: str | None = None
     config: str | None = None  # YAML file, relative to the spec
     overrides: dict[str, Any] = Field(default_factory=dict)  # dotted key -> value
+    # trials whose method.name is a key here start from that preset instead of ``preset``, and
+    # take that method's overrides after the shared ones (a ``method.name`` axis)
+    method_presets: dict[str, str] = Field(default_factory=dict)
+    method_overrides: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
 
 class Pruning(_Strict):
@@ -40,6 +44,8 @@ class Profile(_Strict):
 
     preset: str | None = None
     overrides: dict[str, Any] = Field(default_factory=dict)
+    method_presets: dict[str, str] = Field(default_factory=dict)  # as Base's, for this profile
+    method_overrides: dict[str, dict[str, Any]] = Field(default_factory=dict)
     evals: list[Literal["knn", "linear"]] | None = None
     pruning: Pruning | None = None  # the monitor period and rungs scale with the run length
 

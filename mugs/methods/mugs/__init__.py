@@ -1,0 +1,1 @@
+"""Mugs (Zhou et al., arXiv 2203.14415): instance, local-group and group discrimination."""

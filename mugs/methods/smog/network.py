@@ -1,0 +1,45 @@
+"""SMoG's encoders: backbone + projector (+ predictor on the online side).
+
+Heads as the paper describes them (quoted in lightly's ``SMoGProjectionHead``): two-layer MLPs
+whose hidden layer is followed by BatchNorm and an activation, the projector's output layer also
+followed by BatchNorm. The backbone's feature is its post-norm CLS token.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from mugs.config import MugsConfig
+from mugs.models.backbone import backbone_from_config
+
+
+def _mlp(d_in: int, d_hidden: int, d_out: int, bn_out: bool, bn: bool = True) -> nn.Sequential:
+    """Linear -> BN -> ReLU -> Linear (-> BN without affine parameters where ``bn_out``);
+    ``bn=False`` drops every BatchNorm (a bias then takes the hidden one's place)."""
+    layers: list[nn.Module] = [nn.Linear(d_in, d_hidden, bias=not bn)]
+    if bn:
+        layers.append(nn.BatchNorm1d(d_hidden))
+    layers += [nn.ReLU(inplace=True), nn.Linear(d_hidden, d_out, bias=not (bn and bn_out))]
+    if bn and bn_out:
+        layers.append(nn.BatchNorm1d(d_out, affine=False))
+    return nn.Sequential(*layers)
+
+
+class SmogEncoder(nn.Module):
+    """Online (``online=True``: with the predictor) or momentum encoder."""
+
+    def __init__(self, cfg: MugsConfig, online: bool) -> None:
+        super().__init__()
+        m = cfg.method
+        self.backbone = backbone_from_config(cfg, student=online)
+        self.projector = _mlp(self.backbone.embed_dim, m.projector_hidden_dim, m.out_dim, True, m.head_bn)
+        self.predictor = (
+            _mlp(m.out_dim, m.predictor_hidden_dim, m.out_dim, False, m.head_bn) if online else None
+        )
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(projection, prediction or None) for a batch of images."""
+        _, post = self.backbone(x)
+        z = self.projector(post[:, 0])
+        return z, (self.predictor(z) if self.predictor is not None else None)
