@@ -69,3 +69,34 @@ def test_resume_refuses_a_different_method(tmp_path):
     other = demo_config(*OVERRIDES, "method.loss_weights=[1,0,1]")
     with pytest.raises(ValueError, match="different method"):
         Trainer(other, tmp_path).maybe_resume()
+
+
+def test_a_checkpoint_from_before_method_plugins_resumes_as_mugs(tmp_path):
+    """Checkpoints written before ``method.name`` existed have the same layout (student, teacher,
+    memories, loss state): their config reads as Mugs and training continues from them."""
+    from mugs import checkpoint as ckpt
+
+    over = (
+        "train.max_steps=4",
+        "train.log_every=1",
+        "data.subset=256",
+        "train.batch_size=32",
+        "train.epochs=2",
+    )
+    first = Trainer(demo_config(*over), tmp_path, callbacks=[StopAt(2)])
+    assert first.fit() == "preempted"
+    state = ckpt.load(first.checkpoint_path)
+    del state["config"]["method"]["name"]  # as the trainer wrote it then
+    assert {"student", "teacher", "student_memory", "teacher_memory", "loss"} <= set(state)
+    ckpt.atomic_save(state, first.checkpoint_path)
+    again = Trainer(demo_config(*over), tmp_path)
+    assert again.maybe_resume() and again.step == 2 and again.fit() == "completed"
+
+
+def test_resume_refuses_a_checkpoint_of_another_method(tmp_path):
+    import pytest
+
+    over = ("train.max_steps=4", "data.subset=256", "train.batch_size=32", "train.epochs=2")
+    Trainer(demo_config(*over, "method.name=smog"), tmp_path, callbacks=[StopAt(1)]).fit()
+    with pytest.raises(ValueError, match="different method configuration"):
+        Trainer(demo_config(*over), tmp_path).maybe_resume()

@@ -1,0 +1,76 @@
+"""``sweeps/methods.yaml`` end to end at demo scale (tiny budget): one parent run, a child per
+method and seed, each method from its own preset, and a report with a row per method beside the
+reference rows; real MLflow server."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from tests.test_sweeps_run import REPO, runs_of, split_references, sweep_cmd
+
+pytestmark = [pytest.mark.mlflow, pytest.mark.timeout(1200)]
+
+
+def test_methods_sweep_has_a_row_per_method(tmp_path, mlflow_server):
+    wd = tmp_path / "w"
+    r = subprocess.run(
+        sweep_cmd(REPO / "sweeps" / "methods.yaml", wd, mlflow_server),
+        capture_output=True,
+        text=True,
+        timeout=1100,
+        cwd=REPO,
+    )
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    parent, everything = runs_of(mlflow_server, wd, "methods")
+    children, refs = split_references(everything)
+    spec = yaml.safe_load((REPO / "sweeps" / "methods.yaml").read_text())
+    methods, seeds = spec["axes"][0]["values"], spec["seeds"]
+    assert sorted((c.data.params["method.name"], c.data.params["seed"]) for c in children) == sorted(
+        (m, str(s)) for m in methods for s in seeds
+    ), "a child per method and seed"
+    assert len(refs) == len(seeds) and {c.data.tags["mlflow.parentRunId"] for c in everything} == {
+        parent.info.run_id
+    }
+    assert all(c.info.status == "FINISHED" and "eval/knn_top1" in c.data.metrics for c in children)
+    smog = [c for c in children if c.data.params["method.name"] == "smog"]
+    # each method from its own preset: SMoG's section, SMoG's loss term and diagnostics
+    assert all("method.n_groups" in c.data.params and "method.topk" not in c.data.params for c in smog)
+    assert all(
+        "train/loss/smog" in c.data.metrics and "train/diag/smog/target_std" in c.data.metrics for c in smog
+    )
+
+    out = tmp_path / "report"
+    rep = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "orchestration.cli",
+            "report",
+            "methods",
+            "--workdir",
+            str(wd),
+            "--tracking-uri",
+            mlflow_server,
+            "--out",
+            str(out),
+            "--format",
+            "md,csv",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=REPO,
+    )
+    assert rep.returncode == 0, rep.stdout[-2000:] + rep.stderr[-2000:]
+    rows = list(csv.DictReader((out / "report.csv").open()))
+    trained = [x for x in rows if not x["reference"]]
+    assert sorted(x["method.name"] for x in trained) == sorted(methods), "one row per method"
+    assert {x["reference"] for x in rows if x["reference"]} == {"untrained", "pixels"}
+    assert all(x["n"] == str(len(seeds)) for x in trained)
+    md = (out / "report.md").read_text()
+    assert "smog" in md and "mugs" in md and "reference: untrained network" in md
