@@ -39,6 +39,8 @@ KEY_HEADERS = {
     "method.local_group_queue_size": "local-group queue",
     "method.memory_size": "memory bank",
     "method.topk": "top-k",
+    "method.name": "method",
+    "method.n_groups": "groups",
     "model.arch": "arch",
     "train.epochs": "epochs",
     "seed": "seed",
