@@ -46,8 +46,8 @@ def test_demo_run_learns(tmp_path):
 
 SMOG_STEPS = 300
 # k-NN top-1 (k=10) points over the untrained network. Measured here at 300 steps: 39.4 -> 47.3
-# (+7.9); the whole 720-step smog_demo schedule gives +22 / +32 (k=20, seeds 0 / 1; the methods
-# sweep and reports/recipe_search/demo_recipe.md).
+# (+7.9); the whole 720-step smog_demo schedule gives +14.7 / +30.7 (k=20, seeds 0 / 1; the
+# methods sweep, reports/results/methods_demo/).
 SMOG_MARGIN = 5.0
 
 
