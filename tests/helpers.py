@@ -22,3 +22,30 @@ def real_batch(cfg: MugsConfig, batch_size: int, seed: int = 0) -> tuple[list[to
     ds, collate = multicrop_dataset(base, cfg.data, seed, student_views=views)
     crops, weak = next(iter(DataLoader(ds, batch_size=batch_size, shuffle=False, collate_fn=collate)))
     return crops, weak
+
+
+def losses_with_and_without_resume(make_config, tmp_path, steps: int, stop_at: int) -> tuple[list[float], list[float]]:
+    """Losses of an uninterrupted run of ``steps`` logged steps and of one stopped after step
+    ``stop_at`` and resumed from its checkpoint (``make_config()`` builds the config anew)."""
+    import json
+
+    from mugs.callbacks import JsonlMetrics
+    from mugs.engine import Trainer
+
+    class StopAt(JsonlMetrics):
+        def on_step_end(self, trainer, metrics):
+            super().on_step_end(trainer, metrics)
+            if metrics["step"] == stop_at:
+                trainer.request_stop()
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert Trainer(make_config(), a, callbacks=[JsonlMetrics(a / "m.jsonl")]).fit() == "completed"
+    assert Trainer(make_config(), b, callbacks=[StopAt(b / "m.jsonl")]).fit() == "preempted"
+    second = Trainer(make_config(), b, callbacks=[JsonlMetrics(b / "m.jsonl")])
+    assert second.maybe_resume() and second.step == stop_at and second.fit() == "completed"
+
+    def losses(p):
+        return [json.loads(x)["loss"] for x in (p / "m.jsonl").read_text().splitlines()]
+
+    assert len(losses(a)) == steps
+    return losses(a), losses(b)

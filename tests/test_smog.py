@@ -1,19 +1,17 @@
 """SMoG's parts against hand-computed values on tiny tensors, and its step through the engine."""
 
-import json
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from mugs.callbacks import JsonlMetrics
 from mugs.config import build_config
 from mugs.engine import Trainer
 from mugs.errors import ConfigError
 from mugs.methods.smog.groups import GroupFeatures, assign, momentum_update, spherical_kmeans
 from mugs.methods.smog.loss import GroupContrastLoss
-from tests.helpers import real_batch
+from tests.helpers import losses_with_and_without_resume, real_batch
 
 E = torch.eye(3)
 
@@ -122,25 +120,5 @@ def test_smog_resume_is_bit_exact(tmp_path):
         "method.n_groups=16",
     ]
 
-    class StopAt(JsonlMetrics):
-        def on_step_end(self, trainer, metrics):
-            super().on_step_end(trainer, metrics)
-            if metrics["step"] == 3:
-                trainer.request_stop()
-
-    a, b = tmp_path / "a", tmp_path / "b"
-    assert (
-        Trainer(build_config("smog_demo", None, over), a, callbacks=[JsonlMetrics(a / "m.jsonl")]).fit()
-        == "completed"
-    )
-    assert (
-        Trainer(build_config("smog_demo", None, over), b, callbacks=[StopAt(b / "m.jsonl")]).fit()
-        == "preempted"
-    )
-    second = Trainer(build_config("smog_demo", None, over), b, callbacks=[JsonlMetrics(b / "m.jsonl")])
-    assert second.maybe_resume() and second.step == 3 and second.fit() == "completed"
-
-    def losses(p):
-        return [json.loads(x)["loss"] for x in (p / "m.jsonl").read_text().splitlines()]
-
-    assert losses(a) == losses(b) and len(losses(a)) == 6  # steps 4-6 include the reset at step 4
+    a, b = losses_with_and_without_resume(lambda: build_config("smog_demo", None, over), tmp_path, steps=6, stop_at=3)
+    assert a == b

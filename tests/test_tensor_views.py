@@ -1,7 +1,6 @@
 """The batched tensor views (``data.augment_backend: tensor``) against hand-built cases and
 torchvision's own tensor kernels, their seeding, and a resume through them."""
 
-import json
 import random
 
 import pytest
@@ -9,7 +8,6 @@ import torch
 import torchvision.transforms.functional as TF
 from torch.utils.data import DataLoader
 
-from mugs.callbacks import JsonlMetrics
 from mugs.config import DataConfig
 from mugs.data.datasets import load_split
 from mugs.data.pipeline import multicrop_dataset
@@ -25,9 +23,8 @@ from mugs.data.tensor_views import (
     resized_crop,
     resized_crop_box,
 )
-from mugs.engine import Trainer
 from mugs.errors import ConfigError
-from tests.helpers import demo_config
+from tests.helpers import demo_config, losses_with_and_without_resume
 
 
 def _image(b: int = 3, h: int = 8, w: int = 8, seed: int = 0) -> torch.Tensor:
@@ -163,19 +160,5 @@ def test_resume_through_tensor_views_is_bit_exact(tmp_path):
         "data.local_crops_number=2",
     )
 
-    class StopAt(JsonlMetrics):
-        def on_step_end(self, trainer, metrics):
-            super().on_step_end(trainer, metrics)
-            if metrics["step"] == 3:
-                trainer.request_stop()
-
-    a, b = tmp_path / "a", tmp_path / "b"
-    assert Trainer(demo_config(*over), a, callbacks=[JsonlMetrics(a / "m.jsonl")]).fit() == "completed"
-    assert Trainer(demo_config(*over), b, callbacks=[StopAt(b / "m.jsonl")]).fit() == "preempted"
-    second = Trainer(demo_config(*over), b, callbacks=[JsonlMetrics(b / "m.jsonl")])
-    assert second.maybe_resume() and second.fit() == "completed"
-
-    def losses(p):
-        return [json.loads(x)["loss"] for x in (p / "m.jsonl").read_text().splitlines()]
-
-    assert losses(a) == losses(b) and len(losses(a)) == 6
+    a, b = losses_with_and_without_resume(lambda: demo_config(*over), tmp_path, steps=6, stop_at=3)
+    assert a == b
