@@ -116,9 +116,10 @@ def _assert_logged_once(uri: str, run_id: str, recorded: list[dict[str, float]])
 
 
 def test_flatten_real_config():
-    flat = flatten_config(build_config("demo", check_data=False).to_dict())
+    cfg = build_config("demo", check_data=False)
+    flat = flatten_config(cfg.to_dict())
     assert flat["method.loss_weights"] == "[1.0, 1.0, 1.0]"
-    assert flat["train.batch_size"] == "64"
+    assert flat["train.batch_size"] == str(cfg.train.batch_size)  # an int as its digits
     assert flat["data.root"] == "null"
     assert flat["train.compile"] == "false"
     assert flat["train.lr"] == "0.002"
@@ -139,7 +140,7 @@ def test_redact_drops_secrets():
     assert "storage.HF_TOKEN" not in flat and "storage.client_secret" not in flat
     assert flat["storage.uri"] == "https://***@host.example/x"
     assert "hunter2" not in json.dumps(clean) and "pw@" not in json.dumps(clean)
-    assert flat["train.batch_size"] == "64"
+    assert flat["train.batch_size"] == str(cfg["train"]["batch_size"])  # the rest is kept
     # flat dotted dicts too
     assert redact({"db.password": "x", "db.host": "h"}) == {"db.host": "h"}
     assert cfg["password"] == "hunter2"  # the input is not modified
