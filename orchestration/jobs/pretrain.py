@@ -43,6 +43,7 @@ class PretrainTask:
     def __init__(self, spec: TrialSpec) -> None:
         self.spec = spec
         self._stop_reason: str | None = None
+        self._requeue_refused = False  # checkpoint() refused a start-up requeue and recorded why
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
         """Called by submitit on a USR2 that came before training took over the signal (the job
@@ -57,6 +58,9 @@ class PretrainTask:
                 f"preempted or timed out {attempt + 1} times (the last during start-up); "
                 f"requeue limit {self.spec.max_requeues} reached"
             )
+            # submitit now raises UncompletedJobError from its signal handler, in whatever frame
+            # runs (maybe our start-up): that error must not replace the reason just recorded
+            self._requeue_refused = True
             return None
         if self.spec.run_id:
             safe(
@@ -172,7 +176,8 @@ class PretrainTask:
             self._fail(f"non-finite loss: {e}")
             raise
         except Exception as e:
-            self._fail(f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=5)}")
+            if not self._requeue_refused:
+                self._fail(f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=5)}")
             raise
         finally:
             for cb in callbacks:
