@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import csv
 import subprocess
-import sys
 
 import pytest
 import yaml
 
-from tests.test_sweeps_run import REPO, runs_of, split_references, sweep_cmd
+from tests.test_sweeps_run import REPO, run_report, runs_of, split_references, sweep_cmd
 
 pytestmark = [pytest.mark.mlflow, pytest.mark.timeout(1200)]
 
@@ -45,27 +44,7 @@ def test_methods_sweep_has_a_row_per_method(tmp_path, mlflow_server):
     )
 
     out = tmp_path / "report"
-    rep = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "orchestration.cli",
-            "report",
-            "methods",
-            "--workdir",
-            str(wd),
-            "--tracking-uri",
-            mlflow_server,
-            "--out",
-            str(out),
-            "--format",
-            "md,csv",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=REPO,
-    )
+    rep = run_report("methods", wd, mlflow_server, out, "md,csv")
     assert rep.returncode == 0, rep.stdout[-2000:] + rep.stderr[-2000:]
     rows = list(csv.DictReader((out / "report.csv").open()))
     trained = [x for x in rows if not x["reference"]]

@@ -34,6 +34,13 @@ def sweep_cmd(spec: Path | str, wd: Path, uri: str, *extra: str) -> list[str]:
     ]
 
 
+def run_report(sweep: str, wd: Path, uri: str, out: Path, formats: str) -> subprocess.CompletedProcess[str]:
+    """``mugs-orch report SWEEP`` into ``out`` in the given formats."""
+    cmd = [sys.executable, "-m", "orchestration.cli", "report", sweep, "--workdir", str(wd)]
+    cmd += ["--tracking-uri", uri, "--out", str(out), "--format", formats]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=REPO)
+
+
 def one_seed_spec(folder: Path) -> Path:
     """sweeps/loss_weights.yaml as shipped but with one seed (its 2 seeds would double CI time)."""
     spec = yaml.safe_load((REPO / "sweeps" / "loss_weights.yaml").read_text())
@@ -90,27 +97,7 @@ def test_loss_weight_sweep_local(tmp_path, mlflow_server):
 
     # the report of this very sweep: one row per weight combination, values as in MLflow
     out = tmp_path / "report"
-    rep = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "orchestration.cli",
-            "report",
-            "loss_weights",
-            "--workdir",
-            str(wd),
-            "--tracking-uri",
-            mlflow_server,
-            "--out",
-            str(out),
-            "--format",
-            "md,tex,csv,html",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=REPO,
-    )
+    rep = run_report("loss_weights", wd, mlflow_server, out, "md,tex,csv,html")
     assert rep.returncode == 0, rep.stdout[-2000:] + rep.stderr[-2000:]
     assert all((out / f"report.{ext}").exists() for ext in ("md", "tex", "csv", "html"))
     import csv
