@@ -21,7 +21,7 @@ from mugs.config import MugsConfig, config_from_checkpoint
 from mugs.data.datasets import SeededAugmentDataset, load_split
 from mugs.data.pipeline import multicrop_dataset
 from mugs.data.sampler import ResumableSampler
-from mugs.distributed import DistContext, is_dist
+from mugs.distributed import DistContext, all_reduce_mean, is_dist
 from mugs.methods.base import Method
 from mugs.methods.registry import method_class
 from mugs.optim import build_optimizer, cancel_last_layer_grad, clip_gradients_per_tensor, set_schedule
@@ -131,6 +131,15 @@ class Trainer:
         """Whether step ``step`` (counted from 1) is logged: every ``log_every``, the last, monitor steps."""
         return step % self.cfg.train.log_every == 0 or step == self.total_steps or self.monitor_due(step)
 
+    @torch.no_grad()
+    def _global_values(self, total: torch.Tensor, terms: dict[str, torch.Tensor]) -> dict[str, float]:
+        """The loss and its terms of the global batch: the mean over ranks (each rank's loss is
+        the mean over its images, and every rank holds as many), so a DDP run logs what one
+        process on the same global batch would. One small all-reduce; none in one process."""
+        stacked = torch.stack([total.detach().float(), *(v.detach().float() for v in terms.values())])
+        stacked = all_reduce_mean(stacked).tolist()
+        return dict(zip(["loss", *terms], stacked, strict=True))
+
     def train_step(
         self, crops: list[torch.Tensor], weak: torch.Tensor, diagnose: bool | None = None
     ) -> dict[str, float]:
@@ -148,9 +157,10 @@ class Trainer:
         set_schedule(self.optimizer, lr, wd, cfg.train.patch_embed_lr_mult)
         with self.autocast():
             total, terms = self.method.loss_terms(self.model, crops, weak, epoch, diag)
-        loss_value = total.item()
-        if not math.isfinite(loss_value):
-            parts = ", ".join(f"{k}={v.item():.4g}" for k, v in terms.items())
+        values = self._global_values(total, terms)
+        loss_value = values.pop("loss")
+        if not math.isfinite(loss_value):  # every rank sees the same mean: all stop together
+            parts = ", ".join(f"{k}={v:.4g}" for k, v in values.items())
             raise NonFiniteLossError(f"loss is {loss_value} at step {it + 1} (epoch {epoch}): {parts}")
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
@@ -166,8 +176,8 @@ class Trainer:
         self.method.after_step(it + 1)
         self.step += 1
         out = {"step": self.step, "epoch": epoch, "loss": loss_value, "lr": lr, "wd": wd, "momentum": mom}
-        for k, v in terms.items():
-            out[f"loss/{k}"] = v.item()
+        for k, v in values.items():
+            out[f"loss/{k}"] = v
         out.update(self.method.logged_values(epoch))
         for k, v in (diag or {}).items():
             out[k] = v.item()
