@@ -12,7 +12,9 @@ from mugs.atomic import atomic_write_text
 
 
 class Callback:
-    """Override what you need. ``metrics`` holds the keys written to metrics.jsonl."""
+    """Override what you need. ``metrics`` holds the keys written to metrics.jsonl. In a DDP run
+    only rank 0 calls them (the other ranks' callbacks are never called: two ranks rewriting one
+    metrics.jsonl on start lost every line rank 0 then wrote)."""
 
     def on_train_start(self, trainer: Any) -> None: ...
 

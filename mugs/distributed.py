@@ -48,7 +48,8 @@ def _first_slurm_host(nodelist: str) -> str:
 def init_distributed(backend: str | None = None) -> DistContext:
     """Initialise from torchrun (RANK/WORLD_SIZE) or SLURM (SLURM_PROCID/SLURM_NTASKS) env; else one process."""
     env = os.environ
-    if "RANK" in env and "WORLD_SIZE" in env:
+    torchrun = "RANK" in env and "WORLD_SIZE" in env
+    if torchrun:
         r, ws = int(env["RANK"]), int(env["WORLD_SIZE"])
         lr = int(env.get("LOCAL_RANK", 0))
     elif "SLURM_PROCID" in env and int(env.get("SLURM_NTASKS", "1")) > 1:
@@ -59,7 +60,9 @@ def init_distributed(backend: str | None = None) -> DistContext:
         env["RANK"], env["WORLD_SIZE"], env["LOCAL_RANK"] = str(r), str(ws), str(lr)
     else:
         return DistContext()
-    if ws > 1 and not is_dist():
+    # under torchrun even one process gets a process group (and DDP): `torchrun --nproc_per_node 1`
+    # on one GPU runs the NCCL and DDP code of a multi-GPU job
+    if (ws > 1 or torchrun) and not is_dist():
         if backend is None:
             backend = "nccl" if torch.cuda.is_available() else "gloo"
         if backend == "nccl":

@@ -60,7 +60,7 @@ class Trainer:
             DistributedDataParallel(
                 self.student, device_ids=[device.index] if device.type == "cuda" else None
             )
-            if multi
+            if is_dist()  # a process group of one (torchrun --nproc_per_node 1) too
             else self.student
         )
         if cfg.train.compile:
@@ -225,7 +225,8 @@ class Trainer:
     def fit(self) -> str:
         """Train to ``total_steps``; returns "completed" or "preempted". Raises on a non-finite loss."""
         t = self.cfg.train
-        for cb in self.callbacks:
+        callbacks = self.callbacks if self.dist.is_main else []  # rank 0 alone logs and writes
+        for cb in callbacks:
             cb.on_train_start(self)
         status = "failed"
         try:
@@ -245,9 +246,8 @@ class Trainer:
                         if monitor_due and self.dist.is_main:
                             metrics["monitor/knn_top1"] = self.monitor()
                         last_time, last_step = time.perf_counter(), self.step
-                        if self.dist.is_main:
-                            for cb in self.callbacks:
-                                cb.on_step_end(self, metrics)
+                        for cb in callbacks:
+                            cb.on_step_end(self, metrics)
                     if t.checkpoint_every and self.step % t.checkpoint_every == 0:
                         self.save_checkpoint()
                     self._agree_on_stop()
@@ -260,7 +260,7 @@ class Trainer:
             status = "preempted" if self.stop_requested and self.step < self.total_steps else "completed"
             return status
         finally:
-            for cb in self.callbacks:
+            for cb in callbacks:
                 cb.on_train_end(self, status)
 
     # ------------------------------------------------------------ checkpoint

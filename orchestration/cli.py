@@ -51,6 +51,12 @@ def _slurm_options(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--signal-delay", type=int, help="seconds before the time limit to signal a checkpoint (USR2)"
     )
+    g.add_argument(
+        "--validate",
+        action="store_true",
+        help="show every job of the plan to slurmctld (sbatch --test-only) and print its answers; "
+        "nothing is queued or created; exit 2 if any is refused",
+    )
 
 
 SLURM_KEYS = {
@@ -213,9 +219,15 @@ def cmd_train(args: argparse.Namespace) -> int:
         backend = get_backend(args.backend, **slurm_opts)
     except TypeError as e:
         raise UsageError(f"SLURM options: {e}") from e
+    trial_id = new_trial_id(cfg, args.name)
+    if args.validate:
+        if args.backend != "slurm":
+            raise UsageError("--validate: only with --backend slurm")
+        from orchestration.backends.slurm_validate import validate_train
+
+        return validate_train(backend.o, trial_id, evals)
     workdir = Path(args.workdir)
     uri = tracking.resolve_tracking_uri(args.tracking_uri, workdir)
-    trial_id = new_trial_id(cfg, args.name)
     tracking.check_reachable(uri)  # before the trial directory exists
     if args.backend == "slurm":
         from orchestration.backends.slurm import preflight
@@ -320,6 +332,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         sets=args.overrides,
         slurm=slurm,
         dry_run=args.dry_run,
+        validate=args.validate,
         max_trials=args.max_trials,
     )
     return run_sweep(req)

@@ -349,14 +349,14 @@ class SlurmBackend:
 
     def _executor(
         self,
-        spec: TrialSpec,
         snapshot: Path,
         name: str,
+        folder: Path,
         after: str | None = None,
-        folder: Path | None = None,
         dependency: str = "afterok",
     ) -> Any:
-        """A submitit executor for pretraining (``after`` None) or an evaluation depending on ``after``."""
+        """A submitit executor for pretraining (``after`` None) or an evaluation depending on
+        ``after``, running the code in ``snapshot``, its logs in ``folder`` (``%j``: the job id)."""
         from submitit.slurm.slurm import SlurmJobEnvironment
 
         o = self.o
@@ -389,7 +389,6 @@ class SlurmBackend:
         if is_eval:
             additional.update({"dependency": f"{dependency}:{after}", "kill-on-invalid-dep": "yes"})
         params["slurm_additional_parameters"] = additional
-        folder = folder or spec.dir / "slurm" / "%j"
         private_dir(Path(folder).parent)  # submitit's pickles hold the spec, tracking URI included
         ex = _checked_executor_class()(folder, expect)
         ex.update_parameters(**params)
@@ -399,13 +398,13 @@ class SlurmBackend:
         from orchestration.jobs import EvalTask, PretrainTask
 
         snapshot = snapshot_code(spec.dir.parent.parent / "snapshots")
-        pre = self._executor(spec, snapshot, f"mugs-{spec.trial_id}").submit(PretrainTask(spec))
+        logs = spec.dir / "slurm" / "%j"
+        pre = self._executor(snapshot, f"mugs-{spec.trial_id}", logs).submit(PretrainTask(spec))
         jobs: list[JobState] = [job_record("pretrain", str(pre.job_id))]
         write_jobs(spec.dir, jobs)
         for p in spec.evals:
-            j = self._executor(spec, snapshot, f"mugs-{spec.trial_id}-{p}", after=str(pre.job_id)).submit(
-                EvalTask(spec, p)
-            )
+            ex = self._executor(snapshot, f"mugs-{spec.trial_id}-{p}", logs, after=str(pre.job_id))
+            j = ex.submit(EvalTask(spec, p))
             jobs.append(job_record("eval", str(j.job_id), p))
             write_jobs(spec.dir, jobs)
         spec.paths.snapshot.write_text(str(snapshot))

@@ -47,6 +47,7 @@ class SweepRequest:
     sets: list[str] = field(default_factory=list)
     slurm: dict[str, Any] = field(default_factory=dict)
     dry_run: bool = False
+    validate: bool = False
     max_trials: int = 10_000
 
 
@@ -402,10 +403,31 @@ def _dotted(config: dict[str, Any], key: str) -> Any:
     return node
 
 
+def validate_plan(spec: SweepSpec, plans: list[TrialPlan], refs: list[TrialPlan], spec_path: str) -> int:
+    """``--validate``: every SLURM job of the sweep through ``sbatch --test-only``; nothing is
+    created. Trials are grouped by their evaluations as a submission groups them (an optuna
+    sweep: one batch of ``parallel`` proposals x seeds, with the references)."""
+    from orchestration.backends.slurm import slurm_options
+    from orchestration.backends.slurm_validate import validate_sweep
+
+    if spec.backend.name != "slurm":
+        raise SpecError(f"--validate: only with --backend slurm (the spec's backend is {spec.backend.name!r})")
+    options = slurm_options(spec.backend.slurm, lambda k: f"backend.slurm.{k}")
+    counts: dict[tuple[str, ...], int] = {}
+    if spec.search.kind == "optuna":
+        counts[tuple(spec.evals)] = (spec.search.parallel or 4) * len(spec.seeds)
+    for p in [*refs, *plans]:
+        key = tuple(p.evals or spec.evals)
+        counts[key] = counts.get(key, 0) + 1
+    return validate_sweep(options, spec.name, list(counts.items()), spec_path)
+
+
 def run_sweep(req: SweepRequest) -> int:
     spec, extra = prepare_spec(req)
     plans = expand(spec, extra, req.spec_path, req.max_trials)
     refs = expand_references(spec, extra, req.spec_path)
+    if req.validate:
+        return validate_plan(spec, plans, refs, req.spec_path)
     if req.dry_run:
         if spec.search.kind == "optuna":
             print(

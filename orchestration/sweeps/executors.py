@@ -205,7 +205,8 @@ class SlurmExecutor:
         except (OSError, subprocess.SubprocessError):
             limit = 1001
         chunks = split_for_arrays(n, limit)
-        res = f"--nodes={o.nodes} --cpus-per-task={o.cpus} --time={o.time}" + (
+        tasks = o.tasks_per_node or max(o.gpus, 1)
+        res = f"--nodes={o.nodes} --ntasks-per-node={tasks} --cpus-per-task={o.cpus} --time={o.time}" + (
             f" --gpus-per-node={o.gpus}" if o.gpus else ""
         )
         if o.partition:
@@ -244,7 +245,7 @@ class SlurmExecutor:
         job_name = f"mugs-sweep-{sweep}-{uuid.uuid4().hex[:8]}"  # unique: a rerun finds the jobs by it
         for i, s in enumerate(batch):  # the claim, recorded before sbatch
             write_jobs(s.dir, [claim_record(job_name, i)])
-        ex = backend._executor(batch[0], snapshot, job_name, folder=logs)
+        ex = backend._executor(snapshot, job_name, logs)
         ex.update_parameters(slurm_array_parallelism=len(batch))
         with ex.batch():
             pre_jobs = [ex.submit(PretrainTask(s)) for s in batch]
@@ -252,14 +253,7 @@ class SlurmExecutor:
         eval_jobs: dict[str, list[Any]] = {}
         protocols = sorted({p for s in batch for p in s.evals})
         for p in protocols:
-            ev = backend._executor(
-                batch[0],
-                snapshot,
-                f"{job_name}-{p}",
-                after=array_id,
-                folder=logs,
-                dependency="aftercorr",
-            )
+            ev = backend._executor(snapshot, f"{job_name}-{p}", logs, after=array_id, dependency="aftercorr")
             ev.update_parameters(slurm_array_parallelism=len(batch))
             with ev.batch():
                 eval_jobs[p] = [ev.submit(EvalTask(s, p)) for s in batch]
