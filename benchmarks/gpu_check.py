@@ -127,7 +127,8 @@ def _losses(metrics: Path) -> list[float]:
 
 
 def cifar_run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
-    sets = [f"data.root={args.cifar_root}", f"train.epochs={args.cifar_epochs}", "train.log_every=20"]
+    sets = [f"data.root={args.cifar_root}", f"train.epochs={args.cifar_epochs}", "train.warmup_epochs=1",
+            "train.log_every=20"]
     if args.smoke:
         sets += ["data.subset=512", "train.batch_size=32", "train.max_steps=10", "eval.knn_k=[5]"]
     trained = _train("cifar10", tmp / "cifar", sets, args)

@@ -66,7 +66,7 @@ class DataConfig:
     flip_prob: float = 0.5  # horizontal flip of every crop (official 0.5)
     num_workers: int = 4
     augment_backend: str = "pil"  # pil (official, per crop) | tensor (weak views rendered per batch)
-    subset: int | None = None  # use only the first N training images (smoke runs)
+    subset: int | None = None  # N training images drawn once (fixed seed, any run seed): smoke runs
 
 
 @dataclass

@@ -156,16 +156,25 @@ def load_split(cfg: DataConfig, split: str, transform: Callable | None = None) -
     return ds
 
 
+SUBSET_SEED = 0  # data.subset draws the same images whatever the run's seed
+
+
 class _Subset(Dataset):
+    """``n`` images drawn without replacement by a fixed-seed permutation, kept in index order.
+    Not the first ``n``: CIFAR-10 and ImageFolder datasets are stored class by class, so the
+    first 512 images were all airplanes and a k-NN on them sat at exactly 10 %."""
+
     def __init__(self, ds: Dataset, n: int) -> None:
+        g = torch.Generator().manual_seed(SUBSET_SEED)
         self.ds, self.n = ds, n
+        self.indices = torch.randperm(len(ds), generator=g)[:n].sort().values.tolist()  # type: ignore[arg-type]
         self.num_classes = getattr(ds, "num_classes", None)
 
     def __len__(self) -> int:
         return self.n
 
     def __getitem__(self, idx: int) -> Any:
-        return self.ds[idx]
+        return self.ds[self.indices[idx]]
 
 
 class SeededAugmentDataset(Dataset):
