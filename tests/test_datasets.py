@@ -34,3 +34,19 @@ def test_digits_subset_is_a_draw_not_a_prefix():
     ds = load_split(DataConfig(dataset="digits", image_size=16, subset=128), "train")
     assert len(ds) == 128 and ds.indices != list(range(128))
     assert sorted(Counter(_labels(ds))) == list(range(10))
+
+
+def test_digits_read_without_scikit_learn_equal_load_digits():
+    import subprocess
+    import sys
+
+    from sklearn.datasets import load_digits
+
+    from mugs.data.datasets import digits_arrays
+
+    images, target = digits_arrays()
+    d = load_digits()
+    assert (images == d.images).all() and (target == d.target).all() and images.shape == (1797, 8, 8)
+    code = "import sys; from mugs.data.datasets import digits_arrays; digits_arrays(); print('sklearn' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False", "scikit-learn stays unimported (~1 s per trial)"

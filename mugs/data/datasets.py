@@ -54,22 +54,39 @@ class ArrayImageDataset(Dataset):
         return (self.transform(img) if self.transform else img), int(self.labels[idx])
 
 
-def _digits(split: str, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """scikit-learn's digits (1,797 real 8x8 scans, 16 grey levels), upsampled; fixed stratified 80/20 split."""
+def digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's digits: images [1797, 8, 8] (0..16) and targets, read from the data file
+    scikit-learn ships (``sklearn/datasets/data/digits.csv.gz``, what ``load_digits`` reads)
+    without importing scikit-learn, which costs every trial ~1 s; ``load_digits`` if the file
+    is not where it was."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("sklearn")  # finds the package without importing it
+    if spec is not None and spec.submodule_search_locations:
+        path = Path(next(iter(spec.submodule_search_locations))) / "datasets" / "data" / "digits.csv.gz"
+        if path.is_file():
+            data = np.loadtxt(path, delimiter=",")
+            return data[:, :-1].reshape(-1, 8, 8), data[:, -1].astype(int)
     from sklearn.datasets import load_digits
 
     d = load_digits()
-    imgs = (d.images / 16.0 * 255.0).round().astype(np.uint8)
+    return d.images, d.target
+
+
+def _digits(split: str, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's digits (1,797 real 8x8 scans, 16 grey levels), upsampled; fixed stratified 80/20 split."""
+    images, target = digits_arrays()
+    imgs = (images / 16.0 * 255.0).round().astype(np.uint8)
     rng = np.random.RandomState(0)
     test_idx = []
     for c in range(10):
-        idx = np.flatnonzero(d.target == c)
+        idx = np.flatnonzero(target == c)
         test_idx.extend(rng.choice(idx, size=len(idx) // 5, replace=False))
     is_test = np.zeros(len(imgs), dtype=bool)
     is_test[test_idx] = True
     sel = is_test if split == "test" else ~is_test
     up = np.stack([np.asarray(Image.fromarray(a).resize((size, size), Image.BICUBIC)) for a in imgs[sel]])
-    return up, d.target[sel]
+    return up, target[sel]
 
 
 def _decode_folder(folder: Path, classes: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:

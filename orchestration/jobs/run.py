@@ -30,6 +30,16 @@ def die_with_runner() -> None:
         os._exit(1)
 
 
+def fast_exit(rc: int) -> None:
+    """End the process now, skipping the interpreter's teardown of torch, timm, mlflow and
+    scikit-learn (1.4 s of every trial here, measured: benchmarks/trial_overhead.py). Safe
+    after the chain: every file it wrote was written atomically and closed, every MLflow call
+    was synchronous (nothing is buffered); stdout/stderr are flushed first."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(rc)
+
+
 def run_remaining_jobs(spec: TrialSpec) -> int:
     """The local runner's child: every job of jobs.json not yet COMPLETED, in order, in this one
     process (one start-up for pretraining and its evaluations). Each is marked RUNNING before and
@@ -73,7 +83,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         torch.set_num_threads(int(threads))
     spec = TrialSpec.load(a.trial_dir)
     if a.kind == "chain":
-        return run_remaining_jobs(spec)
+        rc = run_remaining_jobs(spec)
+        fast_exit(rc)
     if a.kind == "pretrain":
         PretrainTask(spec)()
     else:
