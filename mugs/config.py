@@ -279,7 +279,7 @@ def validate(cfg: MugsConfig, check_data: bool = True) -> None:
     _validate_train_eval(cfg)
     _validate_model_data(cfg.model, cfg.data)
     if check_data:
-        from mugs.data.datasets import check_data_available
+        from mugs.data.availability import check_data_available
 
         check_data_available(cfg.data)
 

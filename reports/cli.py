@@ -11,10 +11,7 @@ import re
 import sys
 from pathlib import Path
 
-from mlflow.exceptions import MlflowException
-
-from reports.fetch import SweepNotFoundError
-from reports.render import FORMATS
+from reports.formats import FORMATS
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -88,6 +85,9 @@ def run_report(args: argparse.Namespace, tracking_uri: str) -> int:
 
     0: written (and logged); 1: MLflow or I/O error; 2: usage error or no such sweep.
     """
+    from mlflow.exceptions import MlflowException  # here: every mugs-orch command builds this parser
+
+    from reports.fetch import SweepNotFoundError
     from reports.report import ArtifactLogError, build_report
 
     prog = "mugs-orch report"

@@ -16,7 +16,7 @@ from reports.document import ReportDocument
 from reports.table import Cell, Column, Table
 
 PLOTS_DIR = "plots"
-FORMATS = ("md", "tex", "csv", "html")
+
 EXTENSIONS = {"md": "report.md", "tex": "report.tex", "csv": "report.csv", "html": "report.html"}
 
 

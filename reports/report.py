@@ -31,11 +31,12 @@ from reports.aggregate import FAILED, MISSING, PRUNED, RUNNING, Aggregate, aggre
 from reports.compare import Comparison, compare
 from reports.document import Notice, ReportDocument
 from reports.fetch import SweepData, fetch_histories, fetch_sweep, patient_http
+from reports.formats import FORMATS
 from reports.noise import NoiseReport, noise_marks
 from reports.plots import Plot, make_plots, setting_label
 from reports.published import Published, load_published
 from reports.references import ReferenceRow, gain, reference_rows, untrained
-from reports.render import EXTENSIONS, FORMATS, PLOTS_DIR, RENDERERS
+from reports.render import EXTENSIONS, PLOTS_DIR, RENDERERS
 from reports.table import comparison_tables, results_table, setting_text
 from reports.values import format_number
 

@@ -22,7 +22,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from mugs.checkpoint import atomic_path
-from mugs.errors import ConfigError
+from mugs.data.availability import check_data_available, cifar_root
 
 if TYPE_CHECKING:  # annotations only: the config module imports this one
     from mugs.config import DataConfig
@@ -122,35 +122,6 @@ def _cifar10(root: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     return images, labels
 
 
-def _cifar_root(cfg: DataConfig) -> Path:
-    if not cfg.root:
-        raise ConfigError(
-            "data.root: CIFAR-10 needs a path (a folder with train.tar.gz/test.tar.gz or train/ test/)"
-        )
-    return Path(cfg.root).expanduser()
-
-
-def check_data_available(cfg: DataConfig) -> None:
-    """Fail before training, naming the key, when the data cannot be found."""
-    if cfg.dataset == "digits":
-        return
-    if cfg.dataset == "cifar10":
-        root = _cifar_root(cfg)
-        for split in ("train", "test"):
-            if not ((root / split).is_dir() or (root / f"{split}.tar.gz").is_file()):
-                raise ConfigError(
-                    f"data.root: {root} has neither {split}/ nor {split}.tar.gz (CIFAR-10 expected)"
-                )
-        return
-    if not cfg.root:
-        raise ConfigError("data.root: an ImageFolder dataset needs a path")
-    root = Path(cfg.root).expanduser()
-    if not (root / "train").is_dir():
-        raise ConfigError(
-            f"data.root: {root}/train is not a directory (ImageFolder layout root/train/<class>/*)"
-        )
-
-
 def load_split(cfg: DataConfig, split: str, transform: Callable | None = None) -> Dataset:
     """The ``train`` or ``test`` split of the configured dataset."""
     check_data_available(cfg)
@@ -158,7 +129,7 @@ def load_split(cfg: DataConfig, split: str, transform: Callable | None = None) -
         imgs, labels = _digits(split, cfg.image_size)
         ds: Dataset = ArrayImageDataset(imgs, labels, transform)
     elif cfg.dataset == "cifar10":
-        imgs, labels = _cifar10(_cifar_root(cfg), split)
+        imgs, labels = _cifar10(cifar_root(cfg), split)
         ds = ArrayImageDataset(imgs, labels, transform)
     else:
         from torchvision.datasets import ImageFolder
