@@ -1,0 +1,147 @@
+"""Our CPU training step against the official Mugs step, side by side in one process.
+
+    python benchmarks/official_speed.py OFFICIAL_CHECKOUT [--batch-size 16] [--local-crops 4] \
+        [--steps 10] [--warmup 2] [--profile]
+
+Both sides are built as in ``benchmarks/official_parity.py`` (the checkout is the user's, imported
+at run time, never edited; our weights, queues and memories copied onto the official networks;
+the same crops fed to both; fp32, CPU, a one-process gloo group, the student in DDP on both
+sides), with the official ViT-Tiny/16 (``--arch vit_tiny``), 2 + 2 global 224-px crops and
+``--local-crops`` 96-px crops, loss weights [1, 1, 1], queues and memories of ``--queue-size``.
+Each round takes one official step and one of ours on the same batch, in alternating order, so
+that load from other work hits both alike; reported: the median step time of each, the median of
+the per-round ratios (official / ours: > 1 means ours is faster), and with ``--profile`` where
+our step's time goes (torch.profiler, top operators by self CPU time).
+
+Writes ``benchmarks/results/official_speed.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE), str(HERE.parent)]
+
+import official_parity as par  # noqa: E402
+
+from mugs.engine import Trainer  # noqa: E402
+
+
+def _args(argv: list[str] | None) -> tuple[argparse.Namespace, argparse.Namespace]:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("checkout", type=Path)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--local-crops", type=int, default=4)
+    p.add_argument("--queue-size", type=int, default=256)
+    p.add_argument("--steps", type=int, default=10, help="timed rounds")
+    p.add_argument("--warmup", type=int, default=2, help="untimed rounds first")
+    p.add_argument("--profile", action="store_true", help="profile 3 of our steps (torch.profiler)")
+    p.add_argument("--out", type=Path, default=HERE / "results" / "official_speed.json")
+    a = p.parse_args(argv)
+    parity = par.parse_args([
+        str(a.checkout), "--arch", "vit_tiny", "--batch-size", str(a.batch_size), "--local-crops",
+        str(a.local_crops), "--queue-size", str(a.queue_size), "--epochs", "100",
+    ])
+    return a, parity
+
+
+def _build(parity: argparse.Namespace, tmp: Path) -> tuple[Any, dict[str, Any], Trainer]:
+    off = par.import_official(parity.checkout)
+    args = par.official_args(off, parity)
+    cfg = par.our_config(args, parity)
+    tr = Trainer(cfg, tmp / "ours", device=torch.device("cpu"), iters_per_epoch=100)
+    st = par.build_official(off, args, tr)
+    st["args"] = args
+    return off, st, tr
+
+
+def _time(fn: Any) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def _rounds(a: argparse.Namespace, off: Any, st: dict[str, Any], tr: Trainer, batches: list) -> dict[str, list]:
+    times: dict[str, list[float]] = {"official": [], "ours": []}
+    for i, (crops, weak) in enumerate(batches):
+        epoch = tr.step // tr.iters_per_epoch
+        steps = {
+            "official": lambda c=crops, w=weak, e=epoch: par.official_step(off, st, (c, w), e),
+            "ours": lambda c=crops, w=weak: tr.train_step([x.clone() for x in c], w.clone()),
+        }
+        order = ["official", "ours"] if i % 2 == 0 else ["ours", "official"]
+        for side in order:
+            dt_ = _time(steps[side])
+            if i >= a.warmup:
+                times[side].append(dt_)
+    return times
+
+
+def _profile(tr: Trainer, batches: list) -> list[dict[str, Any]]:
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for crops, weak in batches[:3]:
+            tr.train_step([x.clone() for x in crops], weak.clone())
+    rows = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)[:25]
+    total = sum(e.self_cpu_time_total for e in prof.key_averages())
+    return [
+        {"op": e.key, "self_cpu_ms_per_step": round(e.self_cpu_time_total / 3e3, 2),
+         "share": round(e.self_cpu_time_total / total, 4), "calls_per_step": e.count / 3}
+        for e in rows
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    a, parity = _args(argv)
+    torch.manual_seed(0)
+    gen = torch.Generator().manual_seed(1)
+    batches = [par.make_batch(gen, a.batch_size, a.local_crops) for _ in range(a.warmup + a.steps)]
+    with tempfile.TemporaryDirectory() as tmp, par.cpu_only_official():
+        dist.init_process_group("gloo", init_method=f"file://{tmp}/pg", rank=0, world_size=1)
+        try:
+            off, st, tr = _build(parity, Path(tmp))
+            times = _rounds(a, off, st, tr, batches)
+            prof = _profile(tr, batches) if a.profile else None
+        finally:
+            dist.destroy_process_group()
+    ratios = [o / u for o, u in zip(times["official"], times["ours"], strict=True)]
+    med = {k: statistics.median(v) for k, v in times.items()}
+    result = {
+        "benchmark": "official_speed",
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "official_commit": par.checkout_commit(a.checkout),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(a).items()},
+        "step_s": times,
+        "median_step_s": med,
+        "ours_speedup_paired_median": statistics.median(ratios),
+        "ours_speedup_of_medians": med["official"] / med["ours"],
+        "goal": 1.2,
+        "profile_ours": prof,
+    }
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    a.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"official {med['official']:.3f} s/step, ours {med['ours']:.3f} s/step; ours faster by "
+          f"{result['ours_speedup_paired_median']:.2f}x (median of paired rounds; goal 1.2x)")
+    for r in prof or []:
+        print(f"  {r['op'][:50]:50s} {r['self_cpu_ms_per_step']:8.1f} ms/step  {r['share']:6.1%}")
+    print(f"wrote {a.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
