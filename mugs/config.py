@@ -19,6 +19,7 @@ import yaml
 
 from mugs.errors import ConfigError as ConfigError  # re-exported
 from mugs.methods.mugs.config import MugsMethodConfig as MethodConfig  # re-exported: Mugs' section
+from mugs.methods.pwself.config import PwSelfConfig
 from mugs.methods.registry import method_config_class
 from mugs.methods.smog.config import SmogConfig
 from mugs.strict_yaml import YamlInputError, parse_yaml, read_yaml_file
@@ -111,7 +112,7 @@ class EvalConfig:
 @dataclass
 class MugsConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
-    method: MethodConfig | SmogConfig = field(default_factory=MethodConfig)  # by method.name
+    method: MethodConfig | SmogConfig | PwSelfConfig = field(default_factory=MethodConfig)  # by method.name
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
@@ -276,6 +277,8 @@ def validate(cfg: MugsConfig, check_data: bool = True) -> None:
     """Check every section; the first impossible value raises :class:`ConfigError` naming its key."""
     _validate_finite(cfg)
     cfg.method.validate(cfg.train.epochs, cfg.data.local_crops_number)
+    if hasattr(cfg.method, "validate_config"):  # what a method needs of the other sections
+        cfg.method.validate_config(cfg)
     _validate_train_eval(cfg)
     _validate_model_data(cfg.model, cfg.data)
     if check_data:

@@ -52,11 +52,15 @@ _F = TypeVar("_F", bound=Callable[..., Any])
 
 
 SMOG_BRANCH = "smog"  # SMoG's group-level contrast (mugs.methods.smog): the group kinds
+PWSELF_IMAGE_BRANCH = "pw_image"  # PW-Self's CLS self-distillation (mugs.methods.pwself)
+PWSELF_PATCH_BRANCH = "pw_patch"  # PW-Self's matched-patch self-distillation
 BRANCH_KINDS: dict[str, tuple[str, ...]] = {
     "instance": CONTRASTIVE_KINDS,
     "local_group": CONTRASTIVE_KINDS,
     "group": GROUP_KINDS,
     SMOG_BRANCH: GROUP_KINDS,
+    PWSELF_IMAGE_BRANCH: GROUP_KINDS,
+    PWSELF_PATCH_BRANCH: GROUP_KINDS,
 }
 DIAG_BRANCHES = tuple(BRANCH_KINDS)  # every method's branches, in the order reports show them
 

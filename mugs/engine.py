@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -103,7 +103,7 @@ class Trainer:
         cfg = self.cfg
         base = load_split(cfg.data, "train")
         self._dataset, self._collate = multicrop_dataset(
-            base, cfg.data, cfg.seed, student_views=self.method.student_views
+            base, cfg.data, cfg.seed, student_views=self.method.student_views, extras=self.method.view_extras()
         )
         self._sampler = ResumableSampler(
             len(base), cfg.train.batch_size, self.dist.rank, self.dist.world_size, cfg.seed
@@ -141,12 +141,17 @@ class Trainer:
         return dict(zip(["loss", *terms], stacked, strict=True))
 
     def train_step(
-        self, crops: list[torch.Tensor], weak: torch.Tensor, diagnose: bool | None = None
+        self,
+        crops: list[torch.Tensor],
+        weak: torch.Tensor,
+        diagnose: bool | None = None,
+        extras: Mapping[str, torch.Tensor] | None = None,
     ) -> dict[str, float]:
         """One optimisation step on a batch of crops [teacher g1, g2, student g1, g2, locals...].
 
         ``diagnose`` (default: whether this step is logged, :meth:`log_due`) adds the collapse
         diagnostics ``diag/<branch>/<kind>`` (:mod:`mugs.diagnostics`); they change no numerics.
+        ``extras``: what the method's views carry besides the crops (PW-Self: crop geometry).
         """
         cfg, it = self.cfg, self.step
         if diagnose is None:
@@ -156,7 +161,7 @@ class Trainer:
         lr, wd, mom = (float(s[it]) for s in (self.lr_schedule, self.wd_schedule, self.momentum_schedule))
         set_schedule(self.optimizer, lr, wd, cfg.train.patch_embed_lr_mult)
         with self.autocast():
-            total, terms = self.method.loss_terms(self.model, crops, weak, epoch, diag)
+            total, terms = self.method.loss_terms(self.model, crops, weak, epoch, diag, extras)
         values = self._global_values(total, terms)
         loss_value = values.pop("loss")
         if not math.isfinite(loss_value):  # every rank sees the same mean: all stop together
@@ -234,9 +239,10 @@ class Trainer:
             global_batch = t.batch_size * self.dist.world_size
             while self.step < self.total_steps and not self.stop_requested:
                 epoch, start = divmod(self.step, self.iters_per_epoch)
-                for crops, weak in self._loader(epoch, start):
+                for crops, weak, *more in self._loader(epoch, start):
                     crops = [c.to(self.device, non_blocking=True) for c in crops]
-                    metrics = self.train_step(crops, weak.to(self.device))
+                    extras = {k: v.to(self.device) for k, v in more[0].items()} if more else None
+                    metrics = self.train_step(crops, weak.to(self.device), extras=extras)
                     monitor_due = self.monitor_due(self.step)
                     if self.log_due(self.step):
                         now = time.perf_counter()

@@ -255,6 +255,44 @@ PRESETS["smog_vit_s16_imagenet"] = _smog(
 )
 
 
+# PW-Self (method.name pwself; mugs/methods/pwself/config.py has the method defaults and their
+# sources). It needs the tensor views (crop geometry, per-patch jitter), so digits and CIFAR-10
+# only for now (ImageNet's ImageFolder goes through the PIL views, which carry no geometry yet).
+# pwself_demo: the demo's schedule, views and model, and these deviations, each from one probe
+# (scripts/recipe_probe.py, 720 steps, teacher k-NN k=20 on digits' test split, untrained
+# 40.6 % seed 0):
+# - method.teacher_temp / warmup_teacher_temp 0.02 (authors 0.04) and method.head_bn on
+#   (authors off): at 0.04 without BN the loss rises to uniform and k-NN falls to 35.8 %; at
+#   0.02 with BN 54.1 %, but the CLS term still rises to uniform while the patch term learns;
+# - the head runs on CLS tokens and patch tokens in two calls (BatchNorm statistics per kind):
+#   then the CLS term falls too (4.45 -> 1.23), k-NN 51.8 % (seed 0), 55.8 % (seed 1, untrained
+#   37.2); the CLS term alone (method.patch_weight 0) 47.0 % (seed 0);
+# - the demo's head sizes (out_dim 512, hidden 256, bottleneck 64).
+# With the patch term as a per-image mean (what DDP needs, mugs/methods/pwself/loss.py), this
+# preset as it stands: k-NN 50.1 % (seed 0, untrained 40.6) and 56.1 % (seed 1, untrained
+# 37.2); total loss 7.88 -> 5.01 and 7.55 -> 6.35 (first / last 10 % of logged steps); the
+# patch term itself ends about where it starts (3.45 -> 3.85, seed 0; uniform is ln 512 = 6.24).
+_PWSELF_DEMO = {
+    "name": "pwself",
+    "out_dim": 512,
+    "head_hidden_dim": 256,
+    "head_bottleneck_dim": 64,
+    "head_bn": True,
+    "teacher_temp": 0.02,
+    "warmup_teacher_temp": 0.02,
+}
+PRESETS["pwself_demo"] = {**copy.deepcopy(PRESETS["demo"]), "method": dict(_PWSELF_DEMO)}
+# pwself_cifar10: the cifar10 preset's model and schedule (ViT-Tiny/4 on 32 px; 8 x 8 patches a
+# global view, 4 x 4 a 16-px local crop) through the tensor views; the demo's head choices
+# (BN, split CLS/patch calls, teacher 0.02) with the authors' head sizes scaled to the preset's.
+PRESETS["pwself_cifar10"] = _with(
+    PRESETS["cifar10"],
+    data={"strong_prob": 0.0, "solarize_prob": 0.0, "augment_backend": "tensor"},
+    train={"freeze_last_layer": 0},
+)
+PRESETS["pwself_cifar10"]["method"] = {**_PWSELF_DEMO, "out_dim": 4096, "head_hidden_dim": 2048, "head_bottleneck_dim": 256}
+
+
 def list_presets() -> list[str]:
     return sorted(PRESETS)
 

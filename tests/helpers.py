@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import torch
 from torch.utils.data import DataLoader
 
 from mugs.config import MugsConfig, build_config
@@ -15,13 +14,15 @@ def demo_config(*overrides: str) -> MugsConfig:
     return build_config("demo", None, list(overrides))
 
 
-def real_batch(cfg: MugsConfig, batch_size: int, seed: int = 0) -> tuple[list[torch.Tensor], torch.Tensor]:
-    """One multi-crop batch of real digits images."""
+def real_batch(cfg: MugsConfig, batch_size: int, seed: int = 0) -> tuple:
+    """One multi-crop batch of real digits images: (crops, weak), and the extras dict as a third
+    item for a method whose views carry more (PW-Self: the crops' geometry)."""
     base = load_split(cfg.data, "train")
-    views = method_class(cfg.method.name).student_views
-    ds, collate = multicrop_dataset(base, cfg.data, seed, student_views=views)
-    crops, weak = next(iter(DataLoader(ds, batch_size=batch_size, shuffle=False, collate_fn=collate)))
-    return crops, weak
+    method = method_class(cfg.method.name)(cfg)
+    ds, collate = multicrop_dataset(
+        base, cfg.data, seed, student_views=method.student_views, extras=method.view_extras()
+    )
+    return tuple(next(iter(DataLoader(ds, batch_size=batch_size, shuffle=False, collate_fn=collate))))
 
 
 def losses_with_and_without_resume(make_config, tmp_path, steps: int, stop_at: int) -> tuple[list[float], list[float]]:

@@ -45,6 +45,12 @@ def _free_port() -> int:
 
 
 def _config(batch_size: int, method: str = "mugs"):
+    if method == "pwself":  # the demo's PW-Self with its BatchNorm head off (per rank on CPU)
+        return demo_config(
+            "method.name=pwself", f"train.batch_size={batch_size}", "train.warmup_epochs=0", "train.lr=0.002",
+            "train.momentum_teacher=0.9", "method.head_bn=false", "method.out_dim=64",
+            "method.head_hidden_dim=64", "method.head_bottleneck_dim=32",
+        )
     if method == "smog":  # SMoG's heads without BatchNorm (per rank on CPU), a reset at step 2
         return demo_config(
             "method.name=smog", f"train.batch_size={batch_size}", "train.warmup_epochs=0", "train.lr=0.002",
@@ -72,6 +78,8 @@ def _state(tr: Trainer) -> dict[str, dict[str, torch.Tensor]]:
     nets = {"student": cpu(tr.student.state_dict()), "teacher": cpu(tr.teacher.state_dict())}
     if tr.cfg.method.name == "smog":
         return {**nets, "groups": cpu(tr.method.groups.state_dict())}  # groups and feature bank
+    if tr.cfg.method.name == "pwself":
+        return {**nets, "center": cpu(tr.method.loss.state_dict())}  # the per-position centre
     return {
         **nets,
         "loss": cpu(tr.loss.state_dict()),  # instance/local-group queues and the group centre
@@ -81,7 +89,16 @@ def _state(tr: Trainer) -> dict[str, dict[str, torch.Tensor]]:
 
 
 def _extra_keys(method: str) -> tuple[str, ...]:
-    return ("groups",) if method == "smog" else ("loss", "student_memory", "teacher_memory")
+    return {"smog": ("groups",), "pwself": ("center",)}.get(method, ("loss", "student_memory", "teacher_memory"))
+
+
+def _step(tr: Trainer, batch: tuple, sl: slice | None = None) -> dict:
+    """One step on ``batch`` (crops, weak[, extras]), or on its images ``sl`` (a rank's share)."""
+    crops, weak, *extras = batch
+    if sl is not None:
+        crops, weak = [c[sl].contiguous() for c in crops], weak[sl].contiguous()
+        extras = [{k: v[sl].contiguous() for k, v in e.items()} for e in extras]
+    return tr.train_step(crops, weak, extras=extras[0] if extras else None)
 
 
 def _worker(rank: int, port: int, batches_path: str, out_dir: str, method: str) -> None:
@@ -111,9 +128,8 @@ def _worker(rank: int, port: int, batches_path: str, out_dir: str, method: str) 
         )
         sl = slice(rank * per_rank, (rank + 1) * per_rank)
         losses = []
-        for crops, weak in torch.load(batches_path):
-            out = tr.train_step([c[sl].contiguous() for c in crops], weak[sl].contiguous())
-            losses.append(out["loss"])
+        for batch in torch.load(batches_path):
+            losses.append(_step(tr, batch, sl)["loss"])
         torch.save({"losses": losses, **_state(tr)}, Path(out_dir) / f"rank{rank}.pt")
     finally:
         dist.destroy_process_group()
@@ -126,7 +142,7 @@ def _assert_close(a: dict, b: dict, what: str, atol: float) -> None:
 
 
 @pytest.mark.timeout(300)
-@pytest.mark.parametrize("method", ["mugs", "smog"])
+@pytest.mark.parametrize("method", ["mugs", "smog", "pwself"])
 def test_two_gloo_ranks_match_one_process(tmp_path, method):
     cfg = _config(GLOBAL_BATCH, method)
     batches = [real_batch(cfg, GLOBAL_BATCH, seed=s) for s in range(N_STEPS)]
@@ -138,7 +154,7 @@ def test_two_gloo_ranks_match_one_process(tmp_path, method):
     torch.set_num_threads(1)
     try:
         ref = Trainer(cfg, tmp_path / "single", device=torch.device("cpu"), iters_per_epoch=ITERS_PER_EPOCH)
-        ref_losses = [ref.train_step(crops, weak)["loss"] for crops, weak in batches]
+        ref_losses = [_step(ref, batch)["loss"] for batch in batches]
         ref_state = _state(ref)
     finally:
         torch.set_num_threads(threads)

@@ -42,6 +42,12 @@ def test_methods_sweep_has_a_row_per_method(tmp_path, mlflow_server):
     assert all(
         "train/loss/smog" in c.data.metrics and "train/diag/smog/target_std" in c.data.metrics for c in smog
     )
+    pwself = [c for c in children if c.data.params["method.name"] == "pwself"]
+    assert pwself and all("method.patch_weight" in c.data.params for c in pwself)
+    assert all(
+        {"train/loss/pw_image", "train/loss/pw_patch", "train/diag/pw_patch/batch_entropy"} <= c.data.metrics.keys()
+        for c in pwself
+    )
 
     out = tmp_path / "report"
     rep = run_report("methods", wd, mlflow_server, out, "md,csv")
@@ -52,4 +58,4 @@ def test_methods_sweep_has_a_row_per_method(tmp_path, mlflow_server):
     assert {x["reference"] for x in rows if x["reference"]} == {"untrained", "pixels"}
     assert all(x["n"] == str(len(seeds)) for x in trained)
     md = (out / "report.md").read_text()
-    assert "smog" in md and "mugs" in md and "reference: untrained network" in md
+    assert "smog" in md and "mugs" in md and "pwself" in md and "reference: untrained network" in md

@@ -59,6 +59,10 @@ class PatchJitter:
         p[:, _ORDER] = torch.argsort(torch.rand(n, 4, generator=gen), dim=1).double()
         return p
 
+    def apply(self, x: torch.Tensor, size: int, params: torch.Tensor) -> torch.Tensor:
+        """:func:`jitter_patches` (what the tensor views call for a view)."""
+        return jitter_patches(x, size, params)
+
 
 def patches(x: torch.Tensor, size: int) -> torch.Tensor:
     """[B, C, H, W] -> [B * (H / size) * (W / size), C, size, size], row-major patches."""

@@ -23,7 +23,10 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
+from typing import Any
 
 import numpy as np
 import torch
@@ -39,6 +42,20 @@ _ORDER = slice(10, 14)
 _GRAY, _SIGMA, _SOLAR = 14, 15, 16
 N_PARAMS = 17
 _GRAY_WEIGHTS = (0.2989, 0.587, 0.114)  # torchvision rgb_to_grayscale
+
+
+@dataclass(frozen=True)
+class ViewExtras:
+    """What a method needs from the views beyond the crops (PW-Self): ``geometry`` adds each
+    view's box and flip to the batch (``extras["geometry"]``: [B, n_views, 5] rows of top,
+    left, height, width in source pixels and flip, :mod:`mugs.methods.pwself.matching`);
+    ``patch_jitter`` (a :class:`mugs.data.patch_jitter.PatchJitter`) jitters every
+    ``patch_size``-px patch of every view on its own, in place of the image-level colour jitter
+    and grayscale."""
+
+    geometry: bool = False
+    patch_size: int = 16
+    patch_jitter: Any = None
 
 
 @dataclass(frozen=True)
@@ -119,41 +136,70 @@ class TensorViews:
 
     takes_rng = True
 
-    def __init__(self, cfg: DataConfig, student_views: bool = True) -> None:
+    def __init__(self, cfg: DataConfig, student_views: bool = True, extras: ViewExtras | None = None) -> None:
         self.specs = crop_specs(cfg, student_views)
+        self.extras = extras or ViewExtras()
 
-    def __call__(
-        self, img: Image.Image | np.ndarray, rng: random.Random
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(self, img: Image.Image | np.ndarray, rng: random.Random) -> tuple[torch.Tensor, ...]:
         a = np.asarray(img)
         if a.ndim == 2:
             a = np.repeat(a[:, :, None], 3, axis=2)
         h, w = a.shape[:2]
         params = torch.tensor([draw_params(rng, s, h, w) for s in self.specs], dtype=torch.float64)
-        return torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1))), params
+        image = torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1)))
+        if self.extras.patch_jitter is None:
+            return image, params
+        # drawn after the views' parameters: those stay what they are without patch jitter
+        return image, params, torch.tensor(rng.getrandbits(62), dtype=torch.int64)
 
 
 class RenderViews:
     """Collate function: stacks the samples and renders every view of the batch."""
 
-    def __init__(self, cfg: DataConfig, student_views: bool = True) -> None:
+    def __init__(self, cfg: DataConfig, student_views: bool = True, extras: ViewExtras | None = None) -> None:
         self.specs = crop_specs(cfg, student_views)
+        self.extras = extras or ViewExtras()
 
-    def __call__(
-        self, samples: list[tuple[torch.Tensor, torch.Tensor]]
-    ) -> tuple[list[torch.Tensor], torch.Tensor]:
+    def __call__(self, samples: list[tuple[torch.Tensor, ...]]) -> tuple[Any, ...]:
         images = torch.stack([s[0] for s in samples]).float().div_(255.0)
         params = torch.stack([s[1] for s in samples])  # [B, n_views, N_PARAMS]
-        crops = [render(images, params[:, k], spec.size) for k, spec in enumerate(self.specs)]
-        return crops, torch.ones(len(samples), dtype=torch.bool)
+        jitter = self._patch_params(samples)
+        aug, patch = self.extras.patch_jitter, self.extras.patch_size
+        crops = [
+            render(images, params[:, k], spec.size, partial(aug.apply, size=patch, params=jitter[k]) if jitter else None)
+            for k, spec in enumerate(self.specs)
+        ]
+        weak = torch.ones(len(samples), dtype=torch.bool)
+        if not self.extras.geometry:
+            return crops, weak
+        geometry = params[:, :, [_I, _J, _H, _W, _FLIP]].float()  # the matching's columns
+        return crops, weak, {"geometry": geometry}
+
+    def _patch_params(self, samples: list[tuple[torch.Tensor, ...]]) -> list[torch.Tensor] | None:
+        """Per view, the per-patch jitter rows [B, n_patches, N_PARAMS], from each sample's seed."""
+        aug, size = self.extras.patch_jitter, self.extras.patch_size
+        if aug is None:
+            return None
+        gens = [torch.Generator().manual_seed(int(s[2])) for s in samples]
+        counts = [(spec.size // size) ** 2 for spec in self.specs]
+        return [torch.stack([aug.draw(n, g) for g in gens]) for n in counts]
 
 
-def render(images: torch.Tensor, p: torch.Tensor, size: int) -> torch.Tensor:
+def render(
+    images: torch.Tensor,
+    p: torch.Tensor,
+    size: int,
+    recolor: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> torch.Tensor:
     """Views of ``images`` (float [B, 3, H, W] in [0, 1]) from parameter rows ``p`` [B, N_PARAMS],
-    normalised with the ImageNet mean and std."""
+    normalised with the ImageNet mean and std. ``recolor`` replaces the colour jitter and
+    grayscale of the whole view (PW-Self: every patch on its own)."""
     x = resized_crop(images, p[:, :4], p[:, _FLIP] > 0, size)
-    x = color_jitter(x, p)
-    x = torch.where((p[:, _GRAY] > 0).view(-1, 1, 1, 1), grayscale(x).expand_as(x), x)
+    if recolor is not None:
+        x = recolor(x)
+    else:
+        x = color_jitter(x, p)
+        x = torch.where((p[:, _GRAY] > 0).view(-1, 1, 1, 1), grayscale(x).expand_as(x), x)
     x = gaussian_blur(x, p[:, _SIGMA])
     x = torch.where((p[:, _SOLAR] > 0).view(-1, 1, 1, 1) & (x >= 0.5), 1.0 - x, x)
     mean = torch.tensor(MEAN, dtype=x.dtype).view(1, 3, 1, 1)

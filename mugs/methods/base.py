@@ -21,12 +21,16 @@ every view seen by both networks.
 from __future__ import annotations
 
 import warnings
-from typing import Any, ClassVar
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import nn
 
 from mugs.config import MugsConfig
+
+if TYPE_CHECKING:
+    from mugs.data.tensor_views import ViewExtras
 
 
 class Method(nn.Module):
@@ -57,12 +61,19 @@ class Method(nn.Module):
         weak: torch.Tensor,
         epoch: int,
         diagnostics: dict[str, torch.Tensor] | None,
+        extras: Mapping[str, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The total loss and its named terms for one batch. ``student`` is ``self.student`` or
         its DDP wrapper (call it, not ``self.student``, for the gradient all-reduce). A
         ``diagnostics`` dict receives the collapse diagnostics ``diag/<branch>/<kind>``
-        (:mod:`mugs.diagnostics`) without changing any numerics."""
+        (:mod:`mugs.diagnostics`) without changing any numerics. ``extras``: what
+        :meth:`view_extras` asked the views for (e.g. ``geometry``)."""
         raise NotImplementedError
+
+    def view_extras(self) -> ViewExtras | None:
+        """What the data pipeline must add to the crops (crop geometry, per-patch jitter); None:
+        nothing."""
+        return None
 
     def ema_pairs(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """(student parameter, teacher parameter) pairs the engine averages after each step."""

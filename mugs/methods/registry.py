@@ -12,12 +12,14 @@ from typing import Any
 
 from mugs.errors import ConfigError
 from mugs.methods.mugs.config import MugsMethodConfig
+from mugs.methods.pwself.config import PwSelfConfig
 from mugs.methods.smog.config import SmogConfig
 
-METHOD_CONFIGS: dict[str, type] = {"mugs": MugsMethodConfig, "smog": SmogConfig}
+METHOD_CONFIGS: dict[str, type] = {"mugs": MugsMethodConfig, "smog": SmogConfig, "pwself": PwSelfConfig}
 _IMPLEMENTATIONS = {
     "mugs": "mugs.methods.mugs.method:MugsMethod",
     "smog": "mugs.methods.smog.method:SmogMethod",
+    "pwself": "mugs.methods.pwself.method:PwSelfMethod",
 }
 DEFAULT_METHOD = "mugs"
 

@@ -4,6 +4,7 @@ memories take this step's tokens)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -37,6 +38,7 @@ class MugsMethod(Method):
         weak: torch.Tensor,
         epoch: int,
         diagnostics: dict[str, torch.Tensor] | None,
+        extras: Mapping[str, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         with torch.no_grad():
             t_out = self.teacher(crops[:2], self.teacher_memory, target=True)

@@ -21,6 +21,7 @@ the groups and the bank take the momentum projections (no gradient), as the assi
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -58,6 +59,7 @@ class SmogMethod(Method):
         weak: torch.Tensor,
         epoch: int,
         diagnostics: dict[str, torch.Tensor] | None,
+        extras: Mapping[str, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         m = self.cfg.method
         views = torch.cat(crops[:2])
