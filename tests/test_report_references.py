@@ -295,7 +295,7 @@ def test_slurm_arrays_keep_reference_evaluations_apart(
         def __init__(self, options: object) -> None:
             pass
 
-        def _executor(self, spec: object, snap: object, name: str, **_: object) -> Array:
+        def _executor(self, snap: object, name: str, folder: object, **_: object) -> Array:
             return Array(name)
 
     monkeypatch.setattr(slurm, "SlurmBackend", Backend)

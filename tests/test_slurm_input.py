@@ -227,7 +227,7 @@ def test_sweep_name_injection_is_refused(tmp_path, name):
 @pytest.mark.parametrize("name", [n for n in NAME_ATTACKS if n] + ["mugs-" + "x" * 200])
 def test_job_name_injection_is_refused_before_an_executor_exists(tmp_path, fake_slurm, name):
     with pytest.raises(SlurmInputError, match="SLURM job name"):
-        SlurmBackend()._executor(_trial(tmp_path), tmp_path / "snap", name)
+        SlurmBackend()._executor(tmp_path / "snap", name, _trial(tmp_path).dir / "slurm" / "%j")
     assert list(fake_slurm.iterdir()) == []
 
 
@@ -262,11 +262,11 @@ def test_generated_script_has_time_and_signal_before_the_first_command(tmp_path,
     o = slurm_options({"partition": "gpu", "constraint": "a100&nvlink", "time": 30, "eval_time": 7})
     backend = SlurmBackend(o)
     spec = _trial(tmp_path)
-    pre = backend._executor(spec, tmp_path / "snap", "mugs-t-1")
+    pre = backend._executor(tmp_path / "snap", "mugs-t-1", spec.dir / "slurm" / "%j")
     opts = _sbatch_options_before_first_command(pre.sbatch_text())
     assert opts["time"] == "30" and opts["signal"] == "USR2@90" and opts["partition"] == "gpu"
     assert opts["constraint"] == "'a100&nvlink'" and opts["job-name"] == "mugs-t-1"
-    ev = backend._executor(spec, tmp_path / "snap", "mugs-t-1-knn", after="4242")
+    ev = backend._executor(tmp_path / "snap", "mugs-t-1-knn", spec.dir / "slurm" / "%j", after="4242")
     opts = _sbatch_options_before_first_command(ev.sbatch_text(tasks=3))
     assert opts["time"] == "7" and opts["signal"] == "USR2@90"
     assert opts["dependency"] == "afterok:4242" and opts["array"] == "0-2%3"
@@ -278,7 +278,7 @@ def test_submitted_scripts_are_the_checked_ones(tmp_path, fake_slurm):
     """Through the stand-in sbatch: a single job and an array, each script as checked."""
     backend = SlurmBackend(slurm_options({"time": 12, "signal_delay_s": 30}))
     spec = _trial(tmp_path)
-    ex = backend._executor(spec, tmp_path / "snap", "mugs-t-1")
+    ex = backend._executor(tmp_path / "snap", "mugs-t-1", spec.dir / "slurm" / "%j")
     assert ex.submit(len, []).job_id == "4242"
     with ex.batch():
         jobs = [ex.submit(len, []) for _ in range(2)]
@@ -325,7 +325,7 @@ def test_sweep_arrays_are_checked_and_submitted(tmp_path, fake_slurm, monkeypatc
 def test_an_injected_value_that_bypassed_the_model_is_caught_by_the_script_check(tmp_path, fake_slurm):
     """The model refuses it; built without validation, the script check still stops sbatch."""
     o = SlurmOptions.model_construct(partition="gpu\ntouch /tmp/pwned #")
-    ex = SlurmBackend(o)._executor(_trial(tmp_path), tmp_path / "snap", "mugs-t-1")
+    ex = SlurmBackend(o)._executor(tmp_path / "snap", "mugs-t-1", _trial(tmp_path).dir / "slurm" / "%j")
     assert "\ntouch /tmp/pwned #" in ex.sbatch_text()  # what submitit would have written
     with pytest.raises(SlurmInputError, match="sbatch script"):
         ex.submit(len, [])
@@ -337,7 +337,7 @@ def test_an_injected_value_that_bypassed_the_model_is_caught_by_the_script_check
 
 @pytest.fixture
 def good_script(tmp_path: Path, fake_slurm: Path) -> tuple[str, dict[str, str], list[str]]:
-    ex = SlurmBackend(slurm_options({"partition": "gpu"}))._executor(_trial(tmp_path), tmp_path, "mugs-t-1")
+    ex = SlurmBackend(slurm_options({"partition": "gpu"}))._executor(tmp_path, "mugs-t-1", _trial(tmp_path).dir / "slurm" / "%j")
     return ex.sbatch_text(), ex.expect, ex._executor.parameters["setup"]
 
 
