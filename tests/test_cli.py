@@ -38,3 +38,22 @@ def test_train_bad_input_exits_2_and_creates_nothing(tmp_path):
 def test_report_of_unknown_sweep_exits_2(tmp_path):
     r = subprocess.run([*CLI, "report", "nope", "--workdir", str(tmp_path)], capture_output=True, text=True)
     assert r.returncode == 2 and "nope" in r.stderr
+
+
+def test_validate_without_slurm_and_pwself_without_geometry_exit_2(tmp_path):
+    """``--validate`` asks slurmctld: refused for the local backend; PW-Self on an ImageFolder
+    (PIL views, no crop geometry) is refused by name. Neither creates anything."""
+    wd = tmp_path / "w"
+    (tmp_path / "imagenet" / "train").mkdir(parents=True)
+    for cmd in (
+        ["train", "--preset", "demo", "--validate"],
+        ["sweep", "sweeps/methods.yaml", "--validate"],
+        ["sweep", "sweeps/methods.yaml", "--profile", "paper", "--dry-run",
+         "--set", f"data.root={tmp_path / 'imagenet'}"],
+    ):
+        r = subprocess.run([*CLI, *cmd, "--workdir", str(wd)], capture_output=True, text=True,
+                           cwd=Path(__file__).resolve().parents[1])
+        assert r.returncode == 2, (cmd, r.stdout, r.stderr)
+        assert "Traceback" not in r.stderr
+        assert ("--validate" in r.stderr) or ("PW-Self needs 'tensor'" in r.stderr), r.stderr
+    assert not wd.exists()
