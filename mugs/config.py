@@ -22,6 +22,7 @@ from mugs.methods.mugs.config import MugsMethodConfig as MethodConfig  # re-expo
 from mugs.methods.pwself.config import PwSelfConfig
 from mugs.methods.registry import method_config_class
 from mugs.methods.smog.config import SmogConfig
+from mugs.methods.univip.config import UnivipConfig
 from mugs.strict_yaml import YamlInputError, parse_yaml, read_yaml_file
 from mugs.validation import positive as _positive
 
@@ -112,7 +113,7 @@ class EvalConfig:
 @dataclass
 class MugsConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
-    method: MethodConfig | SmogConfig | PwSelfConfig = field(default_factory=MethodConfig)  # by method.name
+    method: MethodConfig | SmogConfig | PwSelfConfig | UnivipConfig = field(default_factory=MethodConfig)  # by method.name
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)

@@ -54,6 +54,9 @@ _F = TypeVar("_F", bound=Callable[..., Any])
 SMOG_BRANCH = "smog"  # SMoG's group-level contrast (mugs.methods.smog): the group kinds
 PWSELF_IMAGE_BRANCH = "pw_image"  # PW-Self's CLS self-distillation (mugs.methods.pwself)
 PWSELF_PATCH_BRANCH = "pw_patch"  # PW-Self's matched-patch self-distillation
+UNIVIP_SCENE_BRANCH = "univip_scene"  # UniVIP's momentum scene projections (mugs.methods.univip)
+UNIVIP_INSTANCE_BRANCH = "univip_instance"  # UniVIP's momentum instance projections
+TARGET_KINDS = ("target_std", "target_cos")  # BYOL-type targets: no queue, no prototypes
 BRANCH_KINDS: dict[str, tuple[str, ...]] = {
     "instance": CONTRASTIVE_KINDS,
     "local_group": CONTRASTIVE_KINDS,
@@ -61,6 +64,8 @@ BRANCH_KINDS: dict[str, tuple[str, ...]] = {
     SMOG_BRANCH: GROUP_KINDS,
     PWSELF_IMAGE_BRANCH: GROUP_KINDS,
     PWSELF_PATCH_BRANCH: GROUP_KINDS,
+    UNIVIP_SCENE_BRANCH: TARGET_KINDS,
+    UNIVIP_INSTANCE_BRANCH: TARGET_KINDS,
 }
 DIAG_BRANCHES = tuple(BRANCH_KINDS)  # every method's branches, in the order reports show them
 

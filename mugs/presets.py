@@ -293,6 +293,31 @@ PRESETS["pwself_cifar10"] = _with(
 PRESETS["pwself_cifar10"]["method"] = {**_PWSELF_DEMO, "out_dim": 4096, "head_hidden_dim": 2048, "head_bottleneck_dim": 256}
 
 
+# UniVIP (method.name univip; mugs/methods/univip/config.py has the method defaults and their
+# sources). Two overlapping scene views through the tensor views (the instances need the crops'
+# geometry), no local crops; the heads scaled down to the preset's model at demo scale.
+_UNIVIP_VIEWS = {"local_crops_number": 0, "strong_prob": 0.0, "augment_backend": "tensor"}
+
+
+def _univip(base: str, method: dict[str, Any], **sections: dict[str, Any]) -> dict[str, Any]:
+    """Preset ``base`` with UniVIP's method section (replacing Mugs') and ``sections`` merged."""
+    out = _with(PRESETS[base], **sections)
+    out["method"] = {"name": "univip", **method}
+    return out
+
+
+PRESETS["univip_demo"] = _univip(
+    "demo",
+    {"projector_hidden_dim": 256, "predictor_hidden_dim": 256, "out_dim": 64},
+    data=_UNIVIP_VIEWS,
+)
+PRESETS["univip_cifar10"] = _univip(
+    "cifar10",
+    {"projector_hidden_dim": 2048, "predictor_hidden_dim": 2048, "out_dim": 256},
+    data={**_UNIVIP_VIEWS, "global_crops_scale": [0.2, 1.0], "solarize_prob": 0.0},
+    train={"momentum_teacher": 0.99, "freeze_last_layer": 0},
+)
+
 def list_presets() -> list[str]:
     return sorted(PRESETS)
 

@@ -46,16 +46,20 @@ _GRAY_WEIGHTS = (0.2989, 0.587, 0.114)  # torchvision rgb_to_grayscale
 
 @dataclass(frozen=True)
 class ViewExtras:
-    """What a method needs from the views beyond the crops (PW-Self): ``geometry`` adds each
-    view's box and flip to the batch (``extras["geometry"]``: [B, n_views, 5] rows of top,
-    left, height, width in source pixels and flip, :mod:`mugs.methods.pwself.matching`);
-    ``patch_jitter`` (a :class:`mugs.data.patch_jitter.PatchJitter`) jitters every
-    ``patch_size``-px patch of every view on its own, in place of the image-level colour jitter
-    and grayscale."""
+    """What a method needs from the views beyond the crops: ``geometry`` adds each view's box and
+    flip to the batch (``extras["geometry"]``: [B, n_views, 5] rows of top, left, height, width in
+    source pixels and flip, :mod:`mugs.methods.pwself.matching`); ``patch_jitter`` (a
+    :class:`mugs.data.patch_jitter.PatchJitter`, PW-Self) jitters every ``patch_size``-px patch of
+    every view on its own, in place of the image-level colour jitter and grayscale; ``instances``
+    K > 0 (UniVIP) redraws the second view until it overlaps the first and adds K boxes inside the
+    overlap (``extras["instances"]`` [B, K, 4] in source pixels, ``extras["instances_valid"]``
+    [B], :mod:`mugs.methods.univip.instances`), each box ``instance_scale`` of the overlap's area."""
 
     geometry: bool = False
     patch_size: int = 16
     patch_jitter: Any = None
+    instances: int = 0
+    instance_scale: tuple[float, float] = (0.1, 0.5)
 
 
 @dataclass(frozen=True)
@@ -140,17 +144,40 @@ class TensorViews:
         self.specs = crop_specs(cfg, student_views)
         self.extras = extras or ViewExtras()
 
-    def __call__(self, img: Image.Image | np.ndarray, rng: random.Random) -> tuple[torch.Tensor, ...]:
+    def __call__(self, img: Image.Image | np.ndarray, rng: random.Random) -> tuple[Any, ...]:
+        """(image, parameters) or, with extras to draw, (image, parameters, {name: tensor})."""
         a = np.asarray(img)
         if a.ndim == 2:
             a = np.repeat(a[:, :, None], 3, axis=2)
         h, w = a.shape[:2]
-        params = torch.tensor([draw_params(rng, s, h, w) for s in self.specs], dtype=torch.float64)
+        rows = [draw_params(rng, s, h, w) for s in self.specs]
+        more: dict[str, torch.Tensor] = {}
+        if self.extras.instances:
+            more.update(self._instances(rows, rng, h, w))
+        if self.extras.patch_jitter is not None:
+            # drawn after the views' parameters: those stay what they are without patch jitter
+            more["jitter_seed"] = torch.tensor(rng.getrandbits(62), dtype=torch.int64)
         image = torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1)))
-        if self.extras.patch_jitter is None:
-            return image, params
-        # drawn after the views' parameters: those stay what they are without patch jitter
-        return image, params, torch.tensor(rng.getrandbits(62), dtype=torch.int64)
+        params = torch.tensor(rows, dtype=torch.float64)
+        return (image, params, more) if more else (image, params)
+
+    def _instances(self, rows: list[list[float]], rng: random.Random, h: int, w: int) -> dict[str, torch.Tensor]:
+        """Redraw the second view (in place in ``rows``) until it overlaps the first, then the
+        instance boxes inside the overlap (zeros and invalid if the views never overlap)."""
+        from mugs.methods.univip.instances import OVERLAP_TRIES, draw_boxes, overlap
+
+        def box(row: list[float]) -> list[float]:
+            return [row[_I], row[_J], row[_H], row[_W]]
+
+        region = overlap(box(rows[0]), box(rows[1]))
+        for _ in range(OVERLAP_TRIES):
+            if region is not None:
+                break
+            rows[1] = draw_params(rng, self.specs[1], h, w)
+            region = overlap(box(rows[0]), box(rows[1]))
+        k = self.extras.instances
+        boxes = draw_boxes(rng, region, k, self.extras.instance_scale) if region else [[0.0] * 4] * k
+        return {"instances": torch.tensor(boxes, dtype=torch.float32), "instances_valid": torch.tensor(region is not None)}
 
 
 class RenderViews:
@@ -160,7 +187,7 @@ class RenderViews:
         self.specs = crop_specs(cfg, student_views)
         self.extras = extras or ViewExtras()
 
-    def __call__(self, samples: list[tuple[torch.Tensor, ...]]) -> tuple[Any, ...]:
+    def __call__(self, samples: list[tuple[Any, ...]]) -> tuple[Any, ...]:
         images = torch.stack([s[0] for s in samples]).float().div_(255.0)
         params = torch.stack([s[1] for s in samples])  # [B, n_views, N_PARAMS]
         jitter = self._patch_params(samples)
@@ -172,15 +199,18 @@ class RenderViews:
         weak = torch.ones(len(samples), dtype=torch.bool)
         if not self.extras.geometry:
             return crops, weak
-        geometry = params[:, :, [_I, _J, _H, _W, _FLIP]].float()  # the matching's columns
-        return crops, weak, {"geometry": geometry}
+        extras = {"geometry": params[:, :, [_I, _J, _H, _W, _FLIP]].float()}  # the matching's columns
+        if self.extras.instances:
+            for key in ("instances", "instances_valid"):
+                extras[key] = torch.stack([s[2][key] for s in samples])
+        return crops, weak, extras
 
-    def _patch_params(self, samples: list[tuple[torch.Tensor, ...]]) -> list[torch.Tensor] | None:
+    def _patch_params(self, samples: list[tuple[Any, ...]]) -> list[torch.Tensor] | None:
         """Per view, the per-patch jitter rows [B, n_patches, N_PARAMS], from each sample's seed."""
         aug, size = self.extras.patch_jitter, self.extras.patch_size
         if aug is None:
             return None
-        gens = [torch.Generator().manual_seed(int(s[2])) for s in samples]
+        gens = [torch.Generator().manual_seed(int(s[2]["jitter_seed"])) for s in samples]
         counts = [(spec.size // size) ** 2 for spec in self.specs]
         return [torch.stack([aug.draw(n, g) for g in gens]) for n in counts]
 

@@ -14,12 +14,19 @@ from mugs.errors import ConfigError
 from mugs.methods.mugs.config import MugsMethodConfig
 from mugs.methods.pwself.config import PwSelfConfig
 from mugs.methods.smog.config import SmogConfig
+from mugs.methods.univip.config import UnivipConfig
 
-METHOD_CONFIGS: dict[str, type] = {"mugs": MugsMethodConfig, "smog": SmogConfig, "pwself": PwSelfConfig}
+METHOD_CONFIGS: dict[str, type] = {
+    "mugs": MugsMethodConfig,
+    "smog": SmogConfig,
+    "pwself": PwSelfConfig,
+    "univip": UnivipConfig,
+}
 _IMPLEMENTATIONS = {
     "mugs": "mugs.methods.mugs.method:MugsMethod",
     "smog": "mugs.methods.smog.method:SmogMethod",
     "pwself": "mugs.methods.pwself.method:PwSelfMethod",
+    "univip": "mugs.methods.univip.method:UnivipMethod",
 }
 DEFAULT_METHOD = "mugs"
 

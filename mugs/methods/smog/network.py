@@ -12,18 +12,7 @@ from torch import nn
 
 from mugs.config import MugsConfig
 from mugs.models.backbone import backbone_from_config
-
-
-def _mlp(d_in: int, d_hidden: int, d_out: int, bn_out: bool, bn: bool = True) -> nn.Sequential:
-    """Linear -> BN -> ReLU -> Linear (-> BN without affine parameters where ``bn_out``);
-    ``bn=False`` drops every BatchNorm (a bias then takes the hidden one's place)."""
-    layers: list[nn.Module] = [nn.Linear(d_in, d_hidden, bias=not bn)]
-    if bn:
-        layers.append(nn.BatchNorm1d(d_hidden))
-    layers += [nn.ReLU(inplace=True), nn.Linear(d_hidden, d_out, bias=not (bn and bn_out))]
-    if bn and bn_out:
-        layers.append(nn.BatchNorm1d(d_out, affine=False))
-    return nn.Sequential(*layers)
+from mugs.models.mlp import byol_mlp
 
 
 class SmogEncoder(nn.Module):
@@ -33,9 +22,9 @@ class SmogEncoder(nn.Module):
         super().__init__()
         m = cfg.method
         self.backbone = backbone_from_config(cfg, student=online)
-        self.projector = _mlp(self.backbone.embed_dim, m.projector_hidden_dim, m.out_dim, True, m.head_bn)
+        self.projector = byol_mlp(self.backbone.embed_dim, m.projector_hidden_dim, m.out_dim, True, m.head_bn)
         self.predictor = (
-            _mlp(m.out_dim, m.predictor_hidden_dim, m.out_dim, False, m.head_bn) if online else None
+            byol_mlp(m.out_dim, m.predictor_hidden_dim, m.out_dim, False, m.head_bn) if online else None
         )
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
