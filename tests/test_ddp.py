@@ -51,6 +51,13 @@ def _config(batch_size: int, method: str = "mugs"):
             "train.momentum_teacher=0.9", "method.head_bn=false", "method.out_dim=64",
             "method.head_hidden_dim=64", "method.head_bottleneck_dim=32",
         )
+    if method == "univip":  # UniVIP's heads without BatchNorm (per rank on CPU)
+        return demo_config(
+            "method.name=univip", f"train.batch_size={batch_size}", "train.warmup_epochs=0", "train.lr=0.002",
+            "train.momentum_teacher=0.9", "data.local_crops_number=0", "data.strong_prob=0.0",
+            "data.augment_backend=tensor", "method.head_bn=false", "method.out_dim=32",
+            "method.projector_hidden_dim=64", "method.predictor_hidden_dim=64",
+        )
     if method == "smog":  # SMoG's heads without BatchNorm (per rank on CPU), a reset at step 2
         return demo_config(
             "method.name=smog", f"train.batch_size={batch_size}", "train.warmup_epochs=0", "train.lr=0.002",
@@ -80,6 +87,8 @@ def _state(tr: Trainer) -> dict[str, dict[str, torch.Tensor]]:
         return {**nets, "groups": cpu(tr.method.groups.state_dict())}  # groups and feature bank
     if tr.cfg.method.name == "pwself":
         return {**nets, "center": cpu(tr.method.loss.state_dict())}  # the per-position centre
+    if tr.cfg.method.name == "univip":
+        return nets  # no state beyond the two encoders
     return {
         **nets,
         "loss": cpu(tr.loss.state_dict()),  # instance/local-group queues and the group centre
@@ -89,7 +98,8 @@ def _state(tr: Trainer) -> dict[str, dict[str, torch.Tensor]]:
 
 
 def _extra_keys(method: str) -> tuple[str, ...]:
-    return {"smog": ("groups",), "pwself": ("center",)}.get(method, ("loss", "student_memory", "teacher_memory"))
+    extra = {"smog": ("groups",), "pwself": ("center",), "univip": ()}
+    return extra.get(method, ("loss", "student_memory", "teacher_memory"))
 
 
 def _step(tr: Trainer, batch: tuple, sl: slice | None = None) -> dict:
@@ -142,7 +152,7 @@ def _assert_close(a: dict, b: dict, what: str, atol: float) -> None:
 
 
 @pytest.mark.timeout(300)
-@pytest.mark.parametrize("method", ["mugs", "smog", "pwself"])
+@pytest.mark.parametrize("method", ["mugs", "smog", "pwself", "univip"])
 def test_two_gloo_ranks_match_one_process(tmp_path, method):
     cfg = _config(GLOBAL_BATCH, method)
     batches = [real_batch(cfg, GLOBAL_BATCH, seed=s) for s in range(N_STEPS)]

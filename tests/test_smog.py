@@ -100,7 +100,7 @@ def test_smog_step_moves_groups_and_reset_resyncs_the_momentum_encoder():
         (["method.name=smog", "method.group_momentum=1.0"], r"method.group_momentum: must be in \[0, 1\)"),
         (["method.name=smog", "method.n_groups=0"], "method.n_groups: must be > 0"),
         (["method.name=smog", "method.bank_size=10", "method.n_groups=20"], "cannot seed"),
-        (["method.name=nope"], "unknown method 'nope' \\(known: mugs, pwself, smog\\)"),
+        (["method.name=nope"], "unknown method 'nope' \\(known: mugs, pwself, smog, univip\\)"),
         (["method.name=smog", "method.topk=3"], "method.topk: unknown key"),
     ],
 )
