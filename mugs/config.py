@@ -372,8 +372,3 @@ def _validate_augment_backend(d: DataConfig) -> None:
             "data.augment_backend: 'tensor' renders weak views only; set data.strong_prob 0 "
             f"(got {d.strong_prob}) or use 'pil'"
         )
-    if d.dataset == "imagefolder":
-        raise ConfigError(
-            "data.augment_backend: 'tensor' needs images of one size held in memory (digits, cifar10); "
-            "use 'pil' for an ImageFolder dataset"
-        )

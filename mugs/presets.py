@@ -291,6 +291,20 @@ PRESETS["pwself_cifar10"] = _with(
     train={"freeze_last_layer": 0},
 )
 PRESETS["pwself_cifar10"]["method"] = {**_PWSELF_DEMO, "out_dim": 4096, "head_hidden_dim": 2048, "head_bottleneck_dim": 256}
+# pwself_vit_s16_imagenet: the authors' recipe (alijavidani/Local_Global_Representation_Learning
+# at 5c841c9, patch_wise_dino.py argparse: 100 epochs, AdamW lr 0.0005 per 256 images, 10 warm-up
+# epochs, min lr 1e-6, weight decay 0.04 -> 0.4, clip 3.0, EMA 0.996, drop path 0.1, freeze the last
+# layer 1 epoch, 2 global crops 224 px at scale 0.4-1 and 8 local 96 px at 0.05-0.4, the head and
+# temperatures of mugs/methods/pwself/config.py) on ViT-S/16, the backbone the methods sweep
+# compares at (the authors' default is ViT-B/8, batch 6 a GPU). Their loader first resizes every
+# image to 256 x 256; here crops are drawn on the image as it is. Weak views only (tensor views).
+PRESETS["pwself_vit_s16_imagenet"] = _with(
+    PRESETS["vit_s16_100ep"],
+    data={"augment_backend": "tensor", "strong_prob": 0.0, "global_crops_scale": [0.4, 1.0],
+          "local_crops_scale": [0.05, 0.4], "local_crops_number": 8},
+    train={"lr": 0.0005, "weight_decay_end": 0.4, "momentum_teacher": 0.996},
+)
+PRESETS["pwself_vit_s16_imagenet"]["method"] = {"name": "pwself"}
 
 
 # UniVIP (method.name univip; mugs/methods/univip/config.py has the method defaults and their
@@ -318,6 +332,17 @@ PRESETS["univip_cifar10"] = _univip(
     train={"momentum_teacher": 0.99, "freeze_last_layer": 0},
 )
 
+# univip_vit_s16_imagenet: the paper's recipe was not available to us (its text beyond the
+# abstract; it pretrains a ResNet-50 on COCO and ImageNet): ours, Mugs' ViT-S/16 100-epoch
+# schedule with UniVIP's method defaults (BYOL's heads, K = 4, mugs/methods/univip/config.py) and
+# two scene views. No COCO preset: COCO has no ImageFolder layout and its selective-search
+# proposals are not read here (random boxes inside the overlap stand in for them).
+PRESETS["univip_vit_s16_imagenet"] = _univip(
+    "vit_s16_100ep",
+    {},
+    data={**_UNIVIP_VIEWS, "global_crops_scale": [0.2, 1.0]},
+    train={"freeze_last_layer": 0},
+)
 def list_presets() -> list[str]:
     return sorted(PRESETS)
 

@@ -50,3 +50,33 @@ def losses_with_and_without_resume(make_config, tmp_path, steps: int, stop_at: i
 
     assert len(losses(a)) == steps
     return losses(a), losses(b)
+
+
+def mixed_size_imagefolder(root, per_class: int = 4, classes: int = 2) -> None:
+    """An ImageFolder ``root/train/<class>/`` of real CIFAR-10 training images (the shared JPEG
+    copy), each resized to its own size between 24 and 64 px a side, as an ImageFolder of
+    photographs would have them."""
+    import io
+    import tarfile
+    from pathlib import Path
+
+    from PIL import Image
+
+    archive = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cifar10" / "train.tar.gz"
+    counts: dict[str, int] = {}
+    with tarfile.open(archive) as tar:
+        for member in tar:
+            parts = Path(member.name).parts
+            if not member.isfile() or len(parts) < 3:
+                continue
+            cls = parts[-2]
+            if counts.get(cls, 0) >= per_class or (cls not in counts and len(counts) >= classes):
+                continue
+            i = counts[cls] = counts.get(cls, 0) + 1
+            img = Image.open(io.BytesIO(tar.extractfile(member).read())).convert("RGB")
+            size = (24 + 9 * i + 5 * len(counts), 64 - 7 * i)
+            out = Path(root) / "train" / cls / f"{i}.jpg"
+            out.parent.mkdir(parents=True, exist_ok=True)
+            img.resize(size).save(out)
+            if len(counts) == classes and all(v >= per_class for v in counts.values()):
+                break

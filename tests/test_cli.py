@@ -41,15 +41,15 @@ def test_report_of_unknown_sweep_exits_2(tmp_path):
 
 
 def test_validate_without_slurm_and_pwself_without_geometry_exit_2(tmp_path):
-    """``--validate`` asks slurmctld: refused for the local backend; PW-Self on an ImageFolder
-    (PIL views, no crop geometry) is refused by name. Neither creates anything."""
+    """``--validate`` asks slurmctld: refused for the local backend; PW-Self on the PIL views (no
+    crop geometry) is refused by name. Neither creates anything."""
     wd = tmp_path / "w"
     (tmp_path / "imagenet" / "train").mkdir(parents=True)
     for cmd in (
         ["train", "--preset", "demo", "--validate"],
         ["sweep", "sweeps/methods.yaml", "--validate"],
         ["sweep", "sweeps/methods.yaml", "--profile", "paper", "--dry-run",
-         "--set", f"data.root={tmp_path / 'imagenet'}"],
+         "--set", f"data.root={tmp_path / 'imagenet'}", "--set", "data.augment_backend=pil"],
     ):
         r = subprocess.run([*CLI, *cmd, "--workdir", str(wd)], capture_output=True, text=True,
                            cwd=Path(__file__).resolve().parents[1])
@@ -57,3 +57,17 @@ def test_validate_without_slurm_and_pwself_without_geometry_exit_2(tmp_path):
         assert "Traceback" not in r.stderr
         assert ("--validate" in r.stderr) or ("PW-Self needs 'tensor'" in r.stderr), r.stderr
     assert not wd.exists()
+
+
+def test_methods_paper_profile_plans_every_method_on_an_imagefolder(tmp_path):
+    """PW-Self and UniVIP run on ImageNet through the tensor views: the paper profile's dry run
+    lists a trial per method and seed, and creates nothing."""
+    wd = tmp_path / "w"
+    (tmp_path / "imagenet" / "train").mkdir(parents=True)
+    cmd = ["sweep", "sweeps/methods.yaml", "--profile", "paper", "--dry-run", "--set", f"data.root={tmp_path / 'imagenet'}"]
+    r = subprocess.run([*CLI, *cmd, "--workdir", str(wd)], capture_output=True, text=True,
+                       cwd=Path(__file__).resolve().parents[1])
+    assert r.returncode == 0, r.stderr
+    for method in ("mugs", "smog", "pwself", "univip"):
+        assert r.stdout.count(f'"{method}"') == 2, r.stdout
+    assert "dry run: nothing submitted" in r.stdout and not wd.exists()

@@ -48,6 +48,13 @@ def test_methods_sweep_has_a_row_per_method(tmp_path, mlflow_server):
         {"train/loss/pw_image", "train/loss/pw_patch", "train/diag/pw_patch/batch_entropy"} <= c.data.metrics.keys()
         for c in pwself
     )
+    univip = [c for c in children if c.data.params["method.name"] == "univip"]
+    assert univip and all("method.n_instances" in c.data.params for c in univip)
+    assert all(
+        {"train/loss/univip_ss", "train/loss/univip_ii", "train/diag/univip_instance/target_cos"}
+        <= c.data.metrics.keys()
+        for c in univip
+    )
 
     out = tmp_path / "report"
     rep = run_report("methods", wd, mlflow_server, out, "md,csv")
@@ -58,4 +65,4 @@ def test_methods_sweep_has_a_row_per_method(tmp_path, mlflow_server):
     assert {x["reference"] for x in rows if x["reference"]} == {"untrained", "pixels"}
     assert all(x["n"] == str(len(seeds)) for x in trained)
     md = (out / "report.md").read_text()
-    assert "smog" in md and "mugs" in md and "pwself" in md and "reference: untrained network" in md
+    assert all(m in md for m in ("mugs", "smog", "pwself", "univip")) and "reference: untrained network" in md

@@ -140,7 +140,6 @@ def test_tensor_views_leave_the_global_rngs_alone():
     ("overrides", "message"),
     [
         (("data.augment_backend=tensor", "data.strong_prob=0.5"), "weak views only"),
-        (("data.augment_backend=tensor", "data.dataset=imagefolder", "data.root=/nonexistent"), "in memory"),
         (("data.augment_backend=gpu",), "one of pil, tensor"),
     ],
 )
@@ -162,3 +161,37 @@ def test_resume_through_tensor_views_is_bit_exact(tmp_path):
 
     a, b = losses_with_and_without_resume(lambda: demo_config(*over), tmp_path, steps=6, stop_at=3)
     assert a == b
+
+
+def test_images_of_different_sizes_are_cropped_one_by_one(tmp_path):
+    """Cropping a list of images one by one equals cropping them as one batch; an ImageFolder of
+    real photographs of different sizes goes through the tensor views with each view's geometry
+    inside its own image."""
+    from mugs.data.tensor_views import render
+    from tests.helpers import mixed_size_imagefolder
+
+    images = _image(4, 12, 10, seed=3)
+    g = torch.Generator().manual_seed(0)
+    p = torch.zeros(4, N_PARAMS, dtype=torch.float64)
+    p[:, :4] = torch.tensor([[1, 2, 8, 6], [0, 0, 12, 10], [3, 1, 5, 9], [2, 4, 7, 4]], dtype=torch.float64)
+    p[:, 4] = torch.tensor([0, 1, 1, 0])
+    p[:, 15] = torch.rand(4, generator=g, dtype=torch.float64)  # blur sigma
+    batched = render(images, p, 8)
+    one_by_one = render(list(images.unsqueeze(1)), p, 8)
+    torch.testing.assert_close(one_by_one, batched, rtol=0, atol=1e-6)
+
+    mixed_size_imagefolder(tmp_path / "folder", per_class=4, classes=2)
+    cfg = demo_config("data.dataset=imagefolder", f"data.root={tmp_path / 'folder'}").data
+    base = load_split(cfg, "train")
+    sizes = {base[i][0].size for i in range(len(base))}
+    assert len(base) == 8 and len(sizes) >= 4, "the images differ in size"
+    from mugs.data.tensor_views import ViewExtras
+
+    ds, collate = multicrop_dataset(base, cfg, 0, student_views=False, extras=ViewExtras(geometry=True))
+    crops, weak, extras = next(iter(DataLoader(ds, batch_size=8, collate_fn=collate)))
+    assert [tuple(c.shape) for c in crops] == [(8, 3, 16, 16)] * 2 + [(8, 3, 8, 8)] * cfg.local_crops_number
+    assert all(torch.isfinite(c).all() for c in crops)
+    for i in range(8):
+        width, height = base[i][0].size
+        top, left, h, w = extras["geometry"][i, :, :4].unbind(-1)
+        assert (top >= 0).all() and (left >= 0).all() and (top + h <= height).all() and (left + w <= width).all()

@@ -244,3 +244,20 @@ def test_univip_resume_is_bit_exact(tmp_path):
     over = ["train.max_steps=6", "train.log_every=1", "data.subset=256", "train.epochs=2"]
     a, b = losses_with_and_without_resume(lambda: build_config("univip_demo", None, over), tmp_path, steps=6, stop_at=3)
     assert a == b
+
+
+@pytest.mark.parametrize("method", ["univip", "pwself"])
+def test_a_step_on_an_imagefolder_of_mixed_sizes(tmp_path, method):
+    """The ImageNet presets' path at a small size: real photographs of different sizes, the
+    tensor views, one training step with finite loss terms."""
+    from mugs.engine import Trainer
+    from tests.helpers import mixed_size_imagefolder, real_batch
+
+    mixed_size_imagefolder(tmp_path / "folder", per_class=4, classes=2)
+    preset = {"univip": "univip_demo", "pwself": "pwself_demo"}[method]
+    cfg = build_config(preset, None, ["data.dataset=imagefolder", f"data.root={tmp_path / 'folder'}",
+                                      "train.batch_size=8", "train.warmup_epochs=0"])
+    tr = Trainer(cfg, tmp_path / "run", device=torch.device("cpu"), iters_per_epoch=1)
+    crops, weak, extras = real_batch(cfg, 8)
+    out = tr.train_step(crops, weak, extras=extras)
+    assert math.isfinite(out["loss"]) and all(math.isfinite(v) for k, v in out.items() if k.startswith("loss/"))

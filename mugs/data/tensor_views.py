@@ -10,6 +10,8 @@ resume), and the batch is rendered in a few vectorised tensor operations:
 - RandomResizedCrop (torchvision's sampling of box and aspect ratio) and the horizontal flip as
   one affine ``grid_sample`` per crop, bicubic, border padding, values clamped to [0, 1]. PIL
   antialiases when it shrinks; ``grid_sample`` does not (the same as torchvision on tensors).
+  Images of one size (digits, CIFAR-10) are cropped as one batch; images of different sizes (an
+  ImageFolder such as ImageNet) one by one, then the rest of the rendering runs on the batch.
 - Colour jitter (brightness 0.4, contrast 0.4, saturation 0.2, hue 0.1, probability 0.8, the four
   in a random order per sample, as torchvision's ``ColorJitter``), grayscale 0.2, Gaussian blur
   (sigma = PIL's radius, drawn from the same range) and solarisation (threshold 0.5) with the
@@ -188,7 +190,7 @@ class RenderViews:
         self.extras = extras or ViewExtras()
 
     def __call__(self, samples: list[tuple[Any, ...]]) -> tuple[Any, ...]:
-        images = torch.stack([s[0] for s in samples]).float().div_(255.0)
+        images = _as_batch([s[0] for s in samples])
         params = torch.stack([s[1] for s in samples])  # [B, n_views, N_PARAMS]
         jitter = self._patch_params(samples)
         aug, patch = self.extras.patch_jitter, self.extras.patch_size
@@ -215,16 +217,28 @@ class RenderViews:
         return [torch.stack([aug.draw(n, g) for g in gens]) for n in counts]
 
 
+def _as_batch(images: list[torch.Tensor]) -> torch.Tensor | list[torch.Tensor]:
+    """uint8 [3, H, W] images as one float batch in [0, 1] when they share a size (digits,
+    CIFAR-10), else as a list of float [1, 3, H, W] (ImageFolder: every image its own size)."""
+    if all(im.shape == images[0].shape for im in images):
+        return torch.stack(images).float().div_(255.0)
+    return [im.unsqueeze(0).float().div_(255.0) for im in images]
+
+
 def render(
-    images: torch.Tensor,
+    images: torch.Tensor | list[torch.Tensor],
     p: torch.Tensor,
     size: int,
     recolor: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
-    """Views of ``images`` (float [B, 3, H, W] in [0, 1]) from parameter rows ``p`` [B, N_PARAMS],
-    normalised with the ImageNet mean and std. ``recolor`` replaces the colour jitter and
-    grayscale of the whole view (PW-Self: every patch on its own)."""
-    x = resized_crop(images, p[:, :4], p[:, _FLIP] > 0, size)
+    """Views of ``images`` (float [B, 3, H, W] in [0, 1], or a list of [1, 3, H_i, W_i] of
+    different sizes, cropped one by one) from parameter rows ``p`` [B, N_PARAMS], normalised with
+    the ImageNet mean and std. ``recolor`` replaces the colour jitter and grayscale of the whole
+    view (PW-Self: every patch on its own)."""
+    if isinstance(images, list):
+        x = torch.cat([resized_crop(im, p[i : i + 1, :4], p[i : i + 1, _FLIP] > 0, size) for i, im in enumerate(images)])
+    else:
+        x = resized_crop(images, p[:, :4], p[:, _FLIP] > 0, size)
     if recolor is not None:
         x = recolor(x)
     else:
