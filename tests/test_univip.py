@@ -261,3 +261,70 @@ def test_a_step_on_an_imagefolder_of_mixed_sizes(tmp_path, method):
     crops, weak, extras = real_batch(cfg, 8)
     out = tr.train_step(crops, weak, extras=extras)
     assert math.isfinite(out["loss"]) and all(math.isfinite(v) for k, v in out.items() if k.startswith("loss/"))
+
+
+# ----------------------------------------------------------------------------- proposals file
+
+
+def test_proposals_inside_the_overlap_are_drawn_from_the_file(tmp_path):
+    """A proposals file for an ImageFolder of real photographs: every image gets the whole image
+    and its four quadrants as boxes; each sample's instances are boxes of its own entry lying
+    inside its views' overlap, reproducibly. An image without an entry gets random boxes."""
+    import json
+
+    from mugs.data.datasets import sample_key
+    from mugs.methods.univip.proposals import inside
+    from tests.helpers import mixed_size_imagefolder
+
+    mixed_size_imagefolder(tmp_path / "folder", per_class=4, classes=2)
+    base = load_split(build_config("univip_demo", None, ["data.dataset=imagefolder",
+                                                         f"data.root={tmp_path / 'folder'}"]).data, "train")
+    table = {}
+    for i in range(len(base) - 1):  # the last image has no entry
+        w, h = base[i][0].size
+        table[sample_key(base, i)] = [[0, 0, h, w]] + [
+            [t, left, h / 2, w / 2] for t in (0, h / 2) for left in (0, w / 2)
+        ]
+    path = tmp_path / "proposals.json"
+    path.write_text(json.dumps(table))
+    cfg = build_config("univip_demo", None, ["data.dataset=imagefolder", f"data.root={tmp_path / 'folder'}",
+                                             f"method.proposals={path}", "data.global_crops_scale=[0.6, 1.0]"])
+    _, _, extras = _views(cfg, n=8)
+    again = _views(cfg, n=8)[2]
+    assert torch.equal(extras["instances"], again["instances"])
+    from_file = 0
+    for i in range(8):
+        region = overlap(extras["geometry"][i, 0, :4].tolist(), extras["geometry"][i, 1, :4].tolist())
+        assert region is not None and bool(extras["instances_valid"][i])
+        boxes = extras["instances"][i].tolist()
+        own = table.get(sample_key(base, i), [])
+        mine = [b for b in boxes if any(torch.allclose(torch.tensor(b), torch.tensor(o, dtype=torch.float32)) for o in own)]
+        assert all(inside(b, [v - 1e-3 if j < 2 else v + 2e-3 for j, v in enumerate(region)]) for b in boxes)
+        from_file += len(mine) == len(boxes)
+        if i == len(base) - 1:
+            assert not mine, "an image without proposals gets random boxes"
+    assert from_file >= 1, "some samples took their boxes from the file"
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("[1, 2]", "top level must map"),
+        ('{"a/1.jpg": [[0, 0, 0, 4]]}', "height, width > 0"),
+        ('{"a/1.jpg": [[0, 0, 4]]}', r"\[top, left, height, width\]"),
+        ('{"a/1.jpg": 3}', "expected a list of boxes"),
+        ("{not json", "not a JSON file"),
+    ],
+)
+def test_bad_proposals_files_are_refused_by_entry(tmp_path, content, message):
+    from mugs.methods.univip.proposals import load_proposals
+
+    path = tmp_path / "p.json"
+    path.write_text(content)
+    with pytest.raises(ConfigError, match=message):
+        load_proposals(path)
+
+
+def test_a_missing_proposals_file_is_refused_before_training(tmp_path):
+    with pytest.raises(ConfigError, match="method.proposals: .*not found"):
+        build_config("univip_demo", None, [f"method.proposals={tmp_path / 'none.json'}"])

@@ -165,13 +165,27 @@ class _Subset(Dataset):
         return self.ds[self.indices[idx]]
 
 
+def sample_key(ds: Dataset, idx: int) -> str:
+    """A name for image ``idx`` of ``ds`` that does not depend on ``data.subset`` or the order of
+    loading: an ImageFolder image's path relative to its split folder (``class/file.jpg``), an
+    in-memory split's index (``"17"``)."""
+    if isinstance(ds, _Subset):
+        return sample_key(ds.ds, ds.indices[idx])
+    samples = getattr(ds, "samples", None)
+    root = getattr(ds, "root", None)
+    if samples is not None and root is not None:
+        return Path(samples[idx][0]).relative_to(root).as_posix()
+    return str(idx)
+
+
 class SeededAugmentDataset(Dataset):
     """Applies a random transform with RNG seeded from (seed, epoch, index).
 
     Augmentations then do not depend on worker count or process order, and a run resumed in
     the middle of an epoch sees exactly the crops an uninterrupted run would. The global RNG
     states are restored after each sample. A transform with ``takes_rng`` gets its own
-    ``random.Random`` instead, and the global states are left alone (80 us a sample cheaper).
+    ``random.Random`` instead, and the global states are left alone (80 us a sample cheaper);
+    one with ``takes_key`` also gets the image's :func:`sample_key`.
     """
 
     def __init__(self, base: Dataset, transform: Callable, seed: int) -> None:
@@ -186,6 +200,8 @@ class SeededAugmentDataset(Dataset):
     def __getitem__(self, idx: int) -> tuple[list[torch.Tensor], bool]:
         img, _ = self.base[idx]
         s = (self.seed * 1_000_003 + self.epoch * 100_003 + idx) % (2**31)
+        if getattr(self.transform, "takes_key", False):  # e.g. per-image proposals from a file
+            return self.transform(img, random.Random(s), key=sample_key(self.base, idx))
         if getattr(self.transform, "takes_rng", False):
             return self.transform(img, random.Random(s))
         gen = torch.default_generator  # CPU: transforms draw from it (torch.manual_seed would also

@@ -55,13 +55,15 @@ class ViewExtras:
     every view on its own, in place of the image-level colour jitter and grayscale; ``instances``
     K > 0 (UniVIP) redraws the second view until it overlaps the first and adds K boxes inside the
     overlap (``extras["instances"]`` [B, K, 4] in source pixels, ``extras["instances_valid"]``
-    [B], :mod:`mugs.methods.univip.instances`), each box ``instance_scale`` of the overlap's area."""
+    [B], :mod:`mugs.methods.univip.instances`), each box ``instance_scale`` of the overlap's area,
+    or taken from ``proposals`` (:mod:`mugs.methods.univip.proposals`)."""
 
     geometry: bool = False
     patch_size: int = 16
     patch_jitter: Any = None
     instances: int = 0
     instance_scale: tuple[float, float] = (0.1, 0.5)
+    proposals: Any = None  # {sample key: [[top, left, h, w], ...]}: instances from a file
 
 
 @dataclass(frozen=True)
@@ -145,8 +147,9 @@ class TensorViews:
     def __init__(self, cfg: DataConfig, student_views: bool = True, extras: ViewExtras | None = None) -> None:
         self.specs = crop_specs(cfg, student_views)
         self.extras = extras or ViewExtras()
+        self.takes_key = self.extras.proposals is not None  # SeededAugmentDataset passes the image's key
 
-    def __call__(self, img: Image.Image | np.ndarray, rng: random.Random) -> tuple[Any, ...]:
+    def __call__(self, img: Image.Image | np.ndarray, rng: random.Random, key: str | None = None) -> tuple[Any, ...]:
         """(image, parameters) or, with extras to draw, (image, parameters, {name: tensor})."""
         a = np.asarray(img)
         if a.ndim == 2:
@@ -155,7 +158,7 @@ class TensorViews:
         rows = [draw_params(rng, s, h, w) for s in self.specs]
         more: dict[str, torch.Tensor] = {}
         if self.extras.instances:
-            more.update(self._instances(rows, rng, h, w))
+            more.update(self._instances(rows, rng, h, w, key))
         if self.extras.patch_jitter is not None:
             # drawn after the views' parameters: those stay what they are without patch jitter
             more["jitter_seed"] = torch.tensor(rng.getrandbits(62), dtype=torch.int64)
@@ -163,23 +166,51 @@ class TensorViews:
         params = torch.tensor(rows, dtype=torch.float64)
         return (image, params, more) if more else (image, params)
 
-    def _instances(self, rows: list[list[float]], rng: random.Random, h: int, w: int) -> dict[str, torch.Tensor]:
+    def _instances(self, rows: list[list[float]], rng: random.Random, h: int, w: int, key: str | None) -> dict[str, torch.Tensor]:
         """Redraw the second view (in place in ``rows``) until it overlaps the first, then the
-        instance boxes inside the overlap (zeros and invalid if the views never overlap)."""
+        instance boxes: from the proposals when one lies inside the overlap (the second view
+        redrawn for one when none does), else at random inside it; zeros and invalid if the
+        views never overlap."""
         from mugs.methods.univip.instances import OVERLAP_TRIES, draw_boxes, overlap
 
-        def box(row: list[float]) -> list[float]:
-            return [row[_I], row[_J], row[_H], row[_W]]
-
-        region = overlap(box(rows[0]), box(rows[1]))
+        region = overlap(_box(rows[0]), _box(rows[1]))
         for _ in range(OVERLAP_TRIES):
             if region is not None:
                 break
             rows[1] = draw_params(rng, self.specs[1], h, w)
-            region = overlap(box(rows[0]), box(rows[1]))
+            region = overlap(_box(rows[0]), _box(rows[1]))
         k = self.extras.instances
-        boxes = draw_boxes(rng, region, k, self.extras.instance_scale) if region else [[0.0] * 4] * k
-        return {"instances": torch.tensor(boxes, dtype=torch.float32), "instances_valid": torch.tensor(region is not None)}
+        if region is None:
+            return {"instances": torch.zeros(k, 4), "instances_valid": torch.tensor(False)}
+        mine = (self.extras.proposals or {}).get(key) if self.extras.proposals is not None else None
+        boxes = self._fit_proposals(rows, rng, h, w, region, mine) if mine else None
+        if boxes is None:
+            boxes = draw_boxes(rng, region, k, self.extras.instance_scale)
+        return {"instances": torch.tensor(boxes, dtype=torch.float32), "instances_valid": torch.tensor(True)}
+
+    def _fit_proposals(
+        self, rows: list[list[float]], rng: random.Random, h: int, w: int, region: tuple, mine: list
+    ) -> list[list[float]] | None:
+        """K of the image's proposals inside the overlap; the second view redrawn (up to
+        OVERLAP_TRIES times, kept only when a proposal fits) while none is; None if none ever is."""
+        from mugs.methods.univip.instances import OVERLAP_TRIES, overlap
+        from mugs.methods.univip.proposals import pick_boxes
+
+        k = self.extras.instances
+        boxes = pick_boxes(rng, mine, region, k)
+        for _ in range(OVERLAP_TRIES):
+            if boxes is not None:
+                break
+            candidate = draw_params(rng, self.specs[1], h, w)
+            other = overlap(_box(rows[0]), _box(candidate))
+            boxes = pick_boxes(rng, mine, other, k) if other is not None else None
+            if boxes is not None:
+                rows[1] = candidate
+        return boxes
+
+
+def _box(row: list[float]) -> list[float]:
+    return [row[_I], row[_J], row[_H], row[_W]]
 
 
 class RenderViews:

@@ -11,12 +11,14 @@ arXiv 2006.07733) and from the unofficial implementation utkutpcgl/UniVIP at 0d0
   names OTA's defaults, Ge et al., CVPR 2021, as UniVIP's);
 - the three weights 1 / 1 / 1: the unofficial code sums the three losses;
 - ``instance_scale`` [0.1, 0.5] of the overlap's area: ours (random boxes stand in for the
-  paper's selective-search proposals, :mod:`.instances`).
+  paper's selective-search proposals, :mod:`.instances`); ``proposals`` reads boxes computed
+  offline from a file instead (:mod:`.proposals`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from mugs.errors import ConfigError
@@ -37,6 +39,7 @@ class UnivipConfig:
     instance_weight: float = 1.0  # L_ii
     sinkhorn_eps: float = 0.1
     sinkhorn_iters: int = 50
+    proposals: str | None = None  # a JSON file of per-image boxes (mugs/methods/univip/proposals.py)
 
     def validate(self, epochs: int, local_crops: int) -> None:
         positive(
@@ -68,3 +71,5 @@ class UnivipConfig:
         their crop geometry."""
         if cfg.data.augment_backend != "tensor":
             raise ConfigError("data.augment_backend: UniVIP needs 'tensor' (its views carry their geometry)")
+        if self.proposals is not None and not Path(self.proposals).expanduser().is_file():
+            raise ConfigError(f"method.proposals: {self.proposals}: not found")

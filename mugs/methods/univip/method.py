@@ -28,6 +28,7 @@ from mugs.diagnostics import UNIVIP_INSTANCE_BRANCH, UNIVIP_SCENE_BRANCH, diag_k
 from mugs.methods.base import Method
 from mugs.methods.univip.loss import InstanceInstanceLoss, SceneInstanceLoss, SceneSceneLoss
 from mugs.methods.univip.network import UnivipEncoder
+from mugs.methods.univip.proposals import load_proposals
 
 TERMS = ("univip_ss", "univip_si", "univip_ii")  # loss/<term>
 
@@ -48,7 +49,10 @@ class UnivipMethod(Method):
 
     def view_extras(self) -> ViewExtras:
         m = self.cfg.method
-        return ViewExtras(geometry=True, instances=m.n_instances, instance_scale=tuple(m.instance_scale))
+        proposals = load_proposals(m.proposals) if m.proposals is not None else None
+        return ViewExtras(
+            geometry=True, instances=m.n_instances, instance_scale=tuple(m.instance_scale), proposals=proposals
+        )
 
     def loss_terms(
         self,
