@@ -222,11 +222,15 @@ PRESETS: dict[str, dict[str, Any]] = {
 _SMOG_VIEWS = {"local_crops_number": 0, "strong_prob": 0.0, "augment_backend": "tensor"}
 
 
-def _smog(base: str, method: dict[str, Any], **sections: dict[str, Any]) -> dict[str, Any]:
-    """Preset ``base`` with SMoG's method section (replacing Mugs') and ``sections`` merged."""
+def _with_method(name: str, base: str, method: dict[str, Any], **sections: dict[str, Any]) -> dict[str, Any]:
+    """Preset ``base`` with method ``name``'s section (replacing Mugs') and ``sections`` merged."""
     out = _with(PRESETS[base], **sections)
-    out["method"] = {"name": "smog", **method}
+    out["method"] = {"name": name, **method}
     return out
+
+
+def _smog(base: str, method: dict[str, Any], **sections: dict[str, Any]) -> dict[str, Any]:
+    return _with_method("smog", base, method, **sections)
 
 
 PRESETS["smog_demo"] = _smog(
@@ -317,10 +321,7 @@ _UNIVIP_VIEWS = {"local_crops_number": 0, "strong_prob": 0.0, "augment_backend":
 
 
 def _univip(base: str, method: dict[str, Any], **sections: dict[str, Any]) -> dict[str, Any]:
-    """Preset ``base`` with UniVIP's method section (replacing Mugs') and ``sections`` merged."""
-    out = _with(PRESETS[base], **sections)
-    out["method"] = {"name": "univip", **method}
-    return out
+    return _with_method("univip", base, method, **sections)
 
 
 PRESETS["univip_demo"] = _univip(

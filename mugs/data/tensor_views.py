@@ -182,7 +182,7 @@ class TensorViews:
         k = self.extras.instances
         if region is None:
             return {"instances": torch.zeros(k, 4), "instances_valid": torch.tensor(False)}
-        mine = (self.extras.proposals or {}).get(key) if self.extras.proposals is not None else None
+        mine = self.extras.proposals.get(key) if self.extras.proposals is not None else None
         boxes = self._fit_proposals(rows, rng, h, w, region, mine) if mine else None
         if boxes is None:
             boxes = draw_boxes(rng, region, k, self.extras.instance_scale)

@@ -24,7 +24,6 @@ class UnivipOutputs:
     scene: torch.Tensor  # [N, D] projection (target) or prediction (online)
     instances: torch.Tensor  # [N, K, D] likewise, one per box
     aggregated: torch.Tensor | None  # [N, D] online only: W [o_1; ...; o_K]
-    scene_projection: torch.Tensor  # [N, D] the projection (the online one feeds the prediction)
 
 
 class UnivipEncoder(nn.Module):
@@ -45,10 +44,10 @@ class UnivipEncoder(nn.Module):
     def forward(self, x: torch.Tensor, geometry: torch.Tensor, boxes: torch.Tensor) -> UnivipOutputs:
         """Views [N, 3, H, W], their geometry rows [N, 5] and the boxes [N, K, 4] (source px)."""
         _, tokens = self.backbone(x)
-        z, scene = self._head(tokens[:, 0])
+        _, scene = self._head(tokens[:, 0])
         pooled = pool_boxes(tokens[:, 1:], geometry, boxes)  # [N, K, D_backbone]
         n, k, d = pooled.shape
         _, inst = self._head(pooled.reshape(n * k, d))
         inst = inst.reshape(n, k, -1)
         agg = self.aggregator(inst.flatten(1)) if self.aggregator is not None else None
-        return UnivipOutputs(scene=scene, instances=inst, aggregated=agg, scene_projection=z)
+        return UnivipOutputs(scene=scene, instances=inst, aggregated=agg)
