@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mugs.distributed import all_reduce_mean
 from mugs.methods.univip.sinkhorn import sinkhorn
 
 _MIN_MASS = 1e-6  # a floor on supplies and demands before normalising (all-zero affinities: uniform)
@@ -39,10 +40,13 @@ def byol_error(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
 
 
 def _masked_mean(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Mean of ``x`` over the valid samples. Under DDP the count is the ranks' mean count, so that
+    DDP's average of the ranks' gradients is the gradient of the global batch's masked mean (a
+    rank's own count would weigh ranks with fewer valid samples more)."""
     if mask is None:
         return x.mean()
     m = mask.to(x.dtype)
-    return (x * m).sum() / m.sum().clamp_min(1)
+    return (x * m).sum() / all_reduce_mean(m.sum().detach()).clamp_min(1e-12)
 
 
 class SceneSceneLoss(nn.Module):
