@@ -58,7 +58,9 @@ class Trainer:
         self._ema_pairs = self.method.ema_pairs()
         self.model = (
             DistributedDataParallel(
-                self.student, device_ids=[device.index] if device.type == "cuda" else None
+                self.student,
+                device_ids=[device.index] if device.type == "cuda" else None,
+                gradient_as_bucket_view=True,  # gradients live in the all-reduce buckets: no copies
             )
             if is_dist()  # a process group of one (torchrun --nproc_per_node 1) too
             else self.student

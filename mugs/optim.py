@@ -54,10 +54,9 @@ def clip_gradients_per_tensor(model: nn.Module, clip: float) -> None:
     grads = [p.grad for p in model.parameters() if p.grad is not None]
     if not grads:
         return
-    norms = torch._foreach_norm(grads)
-    for g, n in zip(grads, norms, strict=True):
-        coef = clip / (n + 1e-6)
-        g.mul_(torch.clamp(coef, max=1.0))
+    norms = torch.stack(torch._foreach_norm(grads))
+    coefs = (clip / (norms + 1e-6)).clamp_(max=1.0)  # elementwise: the same numbers as tensor by tensor
+    torch._foreach_mul_(grads, list(coefs.unbind(0)))
 
 
 def cancel_last_layer_grad(model: nn.Module, epoch: int, freeze_epochs: int) -> None:

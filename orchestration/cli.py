@@ -355,7 +355,9 @@ COMMANDS = {
 }
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, fast_exit_after_train: bool = False) -> int:
+    """Run one command; ``fast_exit_after_train`` (the console script) ends the process right
+    after ``train`` without the interpreter's teardown (:mod:`orchestration.process_exit`)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
@@ -371,11 +373,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     from orchestration.tracking.uri import TrackingUnreachable, redact_uri
 
     try:
-        return COMMANDS[args.command](args)
+        rc = COMMANDS[args.command](args)
     except (UsageError, ConfigError, SpecError, SweepLocked, TrackingUnreachable, YamlInputError) as e:
         print(f"mugs-orch {args.command}: error: {redact_uri(str(e))}", file=sys.stderr)
         return EXIT_USAGE
+    if fast_exit_after_train and args.command == "train":  # local or SLURM: nothing to stop at exit
+        from orchestration.process_exit import fast_exit
+
+        fast_exit(rc)
+    return rc
+
+
+def run() -> None:
+    """The ``mugs-orch`` console script."""
+    sys.exit(main(fast_exit_after_train=True))
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

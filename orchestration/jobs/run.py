@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 from orchestration.jobs.evaluate import EvalTask
 from orchestration.jobs.pretrain import PretrainTask
+from orchestration.process_exit import fast_exit
 from orchestration.trial import EVAL_PROTOCOLS, TrialSpec, read_jobs, update_job
 
 
@@ -28,16 +29,6 @@ def die_with_runner() -> None:
     libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG = 1
     if os.getppid() != int(runner):  # the runner died before prctl took effect
         os._exit(1)
-
-
-def fast_exit(rc: int) -> None:
-    """End the process now, skipping the interpreter's teardown of torch, timm, mlflow and
-    scikit-learn (1.4 s of every trial here, measured: benchmarks/trial_overhead.py). Safe
-    after the chain: every file it wrote was written atomically and closed, every MLflow call
-    was synchronous (nothing is buffered); stdout/stderr are flushed first."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(rc)
 
 
 def run_remaining_jobs(spec: TrialSpec) -> int:
@@ -83,8 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         torch.set_num_threads(int(threads))
     spec = TrialSpec.load(a.trial_dir)
     if a.kind == "chain":
-        rc = run_remaining_jobs(spec)
-        fast_exit(rc)
+        fast_exit(run_remaining_jobs(spec))  # its jobs are done: skip the interpreter's teardown
     if a.kind == "pretrain":
         PretrainTask(spec)()
     else:
