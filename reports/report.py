@@ -23,6 +23,7 @@ from typing import Any
 import pandas as pd
 from mlflow import MlflowClient
 
+from mugs.atomic import atomic_path, atomic_write_text
 from mugs.diagnostics import DIAG_BRANCHES, branch_kinds, diag_key
 from orchestration.reference import REFERENCE_COLUMN
 from orchestration.tracking.logger import DEFAULT_PREFIX as TRAIN_PREFIX
@@ -297,6 +298,115 @@ def build_report(
         )
 
 
+@dataclass
+class _Analysis:
+    """What the tables are made of: the layout, the per-setting aggregate and what sits beside it."""
+
+    keys: list[str]
+    metrics: list[str]
+    title: str
+    agg: Aggregate
+    comparisons: list[Comparison]
+    references: list[ReferenceRow]
+    noise: NoiseReport | None
+    unlisted: int  # trials the sweep expected that are neither runs nor listed in trials.csv
+
+
+def _analyse(data: SweepData, metrics: Sequence[str] | None, published: Published) -> _Analysis:
+    keys, metric_list, title = choose_layout(data, metrics)
+    agg = aggregate(data, keys, metric_list)
+    return _Analysis(
+        keys=keys,
+        metrics=metric_list,
+        title=title,
+        agg=agg,
+        comparisons=compare(agg, data.runs, published, metric_list),
+        references=reference_rows(data, metric_list),
+        noise=noise_marks(agg, metric_list[0]) if metric_list else None,
+        unlisted=max(0, (data.trials_expected or 0) - sum(agg.counts.values())),
+    )
+
+
+def _document(
+    data: SweepData, an: _Analysis, tracking_uri: str, sweep: str, published: Published, plots: list[Plot]
+) -> ReportDocument:
+    agg = an.agg
+    notes = list(data.notes)
+    if an.unlisted:
+        notes.append(
+            f"{an.unlisted} of {data.trials_expected} expected trial(s) are neither runs nor listed in trials.csv"
+        )
+    if agg.unattributed:
+        notes.append(
+            f"{sum(agg.unattributed.values())} listed trial(s) without axis values could not be put in a row"
+        )
+    return ReportDocument(
+        title=an.title + (" (partial)" if data.state == "running" or agg.counts[RUNNING] else ""),
+        sweep=sweep,
+        facts=_facts(data, agg, tracking_uri, an.unlisted),
+        notice=_notice(data, agg, an.unlisted),
+        results=results_table(
+            agg, "Per-setting results (mean \u00b1 std over seeds)", an.references, an.noise
+        ),
+        comparisons=comparison_tables(an.comparisons, agg, published),
+        published_note="" if an.comparisons else _published_note(agg, data),
+        plots=plots,
+        csv=csv_frame(agg, an.comparisons, an.references, an.noise),
+        notes=notes,
+    )
+
+
+def _write_files(out_dir: Path, formats: list[str], doc: ReportDocument) -> list[Path]:
+    """The report in each format and its plots, each file written atomically."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _clean(out_dir)
+    files: list[Path] = []
+    for fmt in formats:
+        path = out_dir / EXTENSIONS[fmt]
+        with atomic_path(path) as tmp:
+            tmp.write_text(RENDERERS[fmt](doc), encoding="utf-8")
+        files.append(path)
+    if doc.plots and any(f in formats for f in ("md", "tex")):
+        for plot in doc.plots:
+            path = out_dir / PLOTS_DIR / f"{plot.name}.png"
+            with atomic_path(path) as tmp:
+                tmp.write_bytes(plot.png)
+            files.append(path)
+    return files
+
+
+def _meta(
+    data: SweepData, an: _Analysis, doc: ReportDocument, sweep: str, formats: list[str], files: list[str]
+) -> dict[str, Any]:
+    """``report.json``: what the report is of, how it was read, and which files it wrote."""
+    agg, noise = an.agg, an.noise
+    return {
+        "sweep": sweep,
+        "parent_run_id": data.parent_id,
+        "experiment_id": data.experiment_id,
+        "state": data.state,
+        "partial": doc.partial,
+        "notice": None if doc.notice is None else {"kind": doc.notice.kind, "text": doc.notice.text},
+        "counts": agg.counts | {"MISSING_UNLISTED": an.unlisted},
+        "settings": len(agg.table),
+        "runs": len(data.runs),
+        "fetch_method": data.fetch_method,
+        "keys": an.keys,
+        "metrics": an.metrics,
+        "published_matches": [setting_text(agg, c.row) for c in an.comparisons],
+        "references": [{"kind": r.kind, "n": r.n, "state": r.state} for r in an.references],
+        "noise_comparison": None
+        if noise is None or noise.comparison is None
+        else {
+            "row": setting_text(agg, noise.comparison),
+            "full_mugs": noise.full_mugs,
+            "metric": noise.metric,
+        },
+        "formats": list(formats),
+        "files": files,
+    }
+
+
 def _build(
     tracking_uri: str,
     sweep: str,
@@ -313,93 +423,31 @@ def _build(
     timings["fetch_runs"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    keys, metric_list, title = choose_layout(data, metrics)
-    agg = aggregate(data, keys, metric_list)
     published = published or load_published()
-    comparisons = compare(agg, data.runs, published, metric_list)
-    references = reference_rows(data, metric_list)
-    noise = noise_marks(agg, metric_list[0]) if metric_list else None
-    counts = agg.counts
-    known = sum(counts.values())
-    unlisted = max(0, (data.trials_expected or 0) - known)
+    an = _analyse(data, metrics, published)
     timings["aggregate"] = time.perf_counter() - t
 
     want_plots = any(f in formats for f in ("md", "tex", "html"))
+    sql = data.fetch_method == "sql"
     t = time.perf_counter()
-    curves = _curves(tracking_uri, agg, data.fetch_method == "sql") if want_plots else {}
-    diag_curves = _diag_curves(tracking_uri, agg, data.fetch_method == "sql") if want_plots else {}
+    curves = _curves(tracking_uri, an.agg, sql) if want_plots else {}
+    diag_curves = _diag_curves(tracking_uri, an.agg, sql) if want_plots else {}
     timings["fetch_histories"] = time.perf_counter() - t
     t = time.perf_counter()
-    plots: list[Plot] = make_plots(agg, curves, diag_curves) if want_plots else []
+    plots: list[Plot] = make_plots(an.agg, curves, diag_curves) if want_plots else []
     timings["plots"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    notes = list(data.notes)
-    if unlisted:
-        notes.append(
-            f"{unlisted} of {data.trials_expected} expected trial(s) are neither runs nor listed in trials.csv"
-        )
-    if agg.unattributed:
-        notes.append(
-            f"{sum(agg.unattributed.values())} listed trial(s) without axis values could not be put in a row"
-        )
-    doc = ReportDocument(
-        title=title + (" (partial)" if data.state == "running" or counts[RUNNING] else ""),
-        sweep=sweep,
-        facts=_facts(data, agg, tracking_uri, unlisted),
-        notice=_notice(data, agg, unlisted),
-        results=results_table(agg, "Per-setting results (mean \u00b1 std over seeds)", references, noise),
-        comparisons=comparison_tables(comparisons, agg, published),
-        published_note="" if comparisons else _published_note(agg, data),
-        plots=plots,
-        csv=csv_frame(agg, comparisons, references, noise),
-        notes=notes,
-    )
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    _clean(out_dir)
-    files: list[Path] = []
-    for fmt in formats:
-        path = out_dir / EXTENSIONS[fmt]
-        path.write_text(RENDERERS[fmt](doc), encoding="utf-8")
-        files.append(path)
-    if plots and any(f in formats for f in ("md", "tex")):
-        (out_dir / PLOTS_DIR).mkdir(exist_ok=True)
-        for plot in plots:
-            path = out_dir / PLOTS_DIR / f"{plot.name}.png"
-            path.write_bytes(plot.png)
-            files.append(path)
+    doc = _document(data, an, tracking_uri, sweep, published, plots)
+    files = _write_files(out_dir, formats, doc)
     timings["render"] = time.perf_counter() - t
+    meta = _meta(data, an, doc, sweep, formats, [p.relative_to(out_dir).as_posix() for p in files])
+    meta["timings_s"] = {k: round(v, 4) for k, v in timings.items()}
     meta_path = out_dir / "report.json"
-    meta = {
-        "sweep": sweep,
-        "parent_run_id": data.parent_id,
-        "experiment_id": data.experiment_id,
-        "state": data.state,
-        "partial": doc.partial,
-        "notice": None if doc.notice is None else {"kind": doc.notice.kind, "text": doc.notice.text},
-        "counts": counts | {"MISSING_UNLISTED": unlisted},
-        "settings": len(agg.table),
-        "runs": len(data.runs),
-        "fetch_method": data.fetch_method,
-        "keys": keys,
-        "metrics": metric_list,
-        "published_matches": [setting_text(agg, c.row) for c in comparisons],
-        "references": [{"kind": r.kind, "n": r.n, "state": r.state} for r in references],
-        "noise_comparison": None
-        if noise is None or noise.comparison is None
-        else {
-            "row": setting_text(agg, noise.comparison),
-            "full_mugs": noise.full_mugs,
-            "metric": noise.metric,
-        },
-        "formats": list(formats),
-        "files": [p.relative_to(out_dir).as_posix() for p in files],
-        "timings_s": {k: round(v, 4) for k, v in timings.items()},
-    }
-    meta_path.write_text(json.dumps(meta, indent=2, default=str) + "\n", encoding="utf-8")
+    atomic_write_text(meta_path, json.dumps(meta, indent=2, default=str) + "\n")
     files.append(meta_path)
-    result = ReportResult(out_dir, files, doc, data, agg, None, timings)
+    result = ReportResult(out_dir, files, doc, data, an.agg, None, timings)
     if log_artifacts:
         t = time.perf_counter()
         try:
