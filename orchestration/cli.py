@@ -74,15 +74,7 @@ SLURM_KEYS = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="mugs-orch",
-        description="Orchestrate Mugs self-supervised pretraining: train, evaluate, track, report.",
-    )
-    p.add_argument("--version", action="version", version=f"mugs-orch {__version__}")
-    _global_options(p, suppress=False)
-    sub = p.add_subparsers(dest="command", metavar="COMMAND")
-
+def _add_train_parser(sub: argparse._SubParsersAction) -> None:
     t = sub.add_parser("train", help="pretrain one trial, then evaluate it (a job chain)")
     _global_options(t, suppress=True)
     t.add_argument("config", nargs="?", help="YAML config file (layered over --preset)")
@@ -96,6 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--max-requeues", type=int, default=3)
     _slurm_options(t)
 
+
+def _add_sweep_parser(sub: argparse._SubParsersAction) -> None:
     w = sub.add_parser("sweep", help="run (or resume) a sweep from a YAML spec")
     _global_options(w, suppress=True)
     w.add_argument("spec", help="sweep spec YAML (see sweeps/)")
@@ -122,6 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _slurm_options(w)
 
+
+def _add_trial_parsers(sub: argparse._SubParsersAction) -> None:
+    """status, cancel, ui, sync: commands on trials and the store."""
     s = sub.add_parser("status", help="jobs and states of trials")
     _global_options(s, suppress=True)
     s.add_argument("trial", nargs="?")
@@ -139,8 +136,21 @@ def build_parser() -> argparse.ArgumentParser:
     _global_options(y, suppress=True)
     y.add_argument("trial", nargs="?")
 
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``mugs-orch`` parser; each command registers its own sub-parser."""
     from reports.cli import add_report_parser
 
+    p = argparse.ArgumentParser(
+        prog="mugs-orch",
+        description="Orchestrate Mugs self-supervised pretraining: train, evaluate, track, report.",
+    )
+    p.add_argument("--version", action="version", version=f"mugs-orch {__version__}")
+    _global_options(p, suppress=False)
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    _add_train_parser(sub)
+    _add_sweep_parser(sub)
+    _add_trial_parsers(sub)
     add_report_parser(sub)
     sub.add_parser("presets", help="list the trainer's named recipes")
     return p
