@@ -13,6 +13,11 @@ Defaults and their sources (the paper's full text was not available to us; what 
   and after the projector's output (the paper's description, as quoted in lightly's
   ``SMoGProjectionHead`` docstring);
 - ``bank_size`` 10000: lightly's CIFAR-10 benchmark.
+
+Views: two global views here (``data.local_crops_number`` 0). lightly's ``SMoGTransform``
+(lightly-ai/lightly at 0c1e00c9, ``lightly/transforms/smog_transform.py``) defaults to multi-crop,
+4 views of 224 px (scale 0.2-1) and 4 of 96 px (0.05-0.2), without citing where in the paper;
+whether the paper's ImageNet recipe uses multi-crop could not be checked here.
 """
 
 from __future__ import annotations
