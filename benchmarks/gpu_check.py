@@ -18,7 +18,7 @@ Goals (issue: cluster scale and speed): default GPU path >= 1.5x fp32 eager on t
 MFU >= 40 %. The JSON records whether each was met; nothing here is tuned towards them.
 
     python benchmarks/gpu_check.py --cifar-root DIR            # on a GPU machine
-    python benchmarks/gpu_check.py --smoke --device cpu        # the plumbing, in a minute, on CPU
+    python benchmarks/gpu_check.py --smoke --device cpu        # the plumbing on CPU (4 min, 2 cores)
 """
 
 from __future__ import annotations
