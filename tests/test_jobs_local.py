@@ -152,3 +152,19 @@ def test_tracking_outage_loses_nothing(tmp_path, services):
     finally:
         services.stop_process_group(server)
         mlflow.set_tracking_uri(None)
+
+
+def test_the_driver_wakes_when_a_runner_it_started_ends() -> None:
+    """``wait_for_an_exit``: returns (True) once one of the processes ends, long before its
+    timeout, and reaps it; with none ending, it waits out the timeout and says so."""
+    from orchestration.sweeps.executors import wait_for_an_exit
+
+    quick = subprocess.Popen([sys.executable, "-c", "pass"])
+    slow = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        assert wait_for_an_exit([slow, quick], timeout_s=120.0) is True
+        assert quick.returncode == 0 and slow.poll() is None
+        assert wait_for_an_exit([slow], timeout_s=0.3) is False
+    finally:
+        slow.kill()
+        slow.wait()

@@ -45,6 +45,13 @@ class LocalBackend:
         self.threads = threads  # torch/OpenMP threads of the trial (None: all cores)
 
     def submit(self, spec: TrialSpec, wait: bool = False) -> list[JobState]:
+        proc = self.start(spec)
+        if wait:
+            proc.wait()
+        return read_jobs(spec.dir)
+
+    def start(self, spec: TrialSpec) -> subprocess.Popen:
+        """Claim the trial and start its runner (RunnerBusy if one is alive); the runner's process."""
         jobs = chain_records(spec, "local-pretrain", {p: f"local-{p}" for p in spec.evals})
         paths = spec.paths
         with claim(paths) as free:
@@ -53,10 +60,7 @@ class LocalBackend:
                     f"{spec.trial_id}: a runner of this trial is alive (pid file {paths.runner_pid})"
                 )
             write_jobs(spec.dir, jobs)
-            proc = self._launch(paths)
-        if wait:
-            proc.wait()
-        return read_jobs(spec.dir)
+            return self._launch(paths)
 
     def _launch(self, paths: TrialPaths) -> subprocess.Popen:
         paths.logs.mkdir(parents=True, exist_ok=True)

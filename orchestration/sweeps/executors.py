@@ -35,19 +35,33 @@ from orchestration.trial import (
 Progress = Callable[[], None]
 
 
-def start_local_runner(trial_dir: Path, threads: int | None = None) -> None:
-    """(Re)start a trial's local runner unless one is alive; ``threads`` caps its torch threads."""
+def start_local_runner(trial_dir: Path, threads: int | None = None) -> subprocess.Popen | None:
+    """(Re)start a trial's local runner unless one is alive; ``threads`` caps its torch threads.
+    The runner's process if this call started it, else None (one was alive: attach to it)."""
     from orchestration.backends.local import LocalBackend, RunnerBusy, runner_alive
 
     if runner_alive(trial_dir):
-        return
+        return None
     spec = TrialSpec.load(trial_dir)
     for marker in (spec.paths.failed, spec.paths.cancelled, spec.paths.cancel_request):
         marker.unlink(missing_ok=True)  # a retry starts clean; checkpoints are kept
     try:
-        LocalBackend(threads=threads).submit(spec, wait=False)
+        return LocalBackend(threads=threads).start(spec)
     except RunnerBusy:  # started meanwhile by another driver: attach to it
-        return
+        return None
+
+
+def wait_for_an_exit(procs: list[subprocess.Popen], timeout_s: float, tick_s: float = 0.05) -> bool:
+    """Wait up to ``timeout_s`` for one of ``procs`` to end (reaping it); whether one did. The
+    driver starts the next trial as soon as a runner it started ends, not at its next poll."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if any(p.poll() is not None for p in procs):
+            return True
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        time.sleep(min(tick_s, left))
 
 
 def wait_local(trial_dir: Path, poll_s: float = 2.0) -> TrialState:
@@ -102,15 +116,19 @@ class LocalExecutor:
 
         queue = [d for d in trial_dirs if not runner_alive(d)]
         running = [d for d in trial_dirs if d not in queue]  # live runners of a killed driver
+        procs: dict[Path, subprocess.Popen] = {}  # the runners this driver started
         while queue or running:
             running = [d for d in running if runner_alive(d)]
+            procs = {d: p for d, p in procs.items() if d in running and p.poll() is None}
             while queue and len(running) < self.parallel:
                 d = queue.pop(0)
-                start_local_runner(d, threads=self.threads)
+                proc = start_local_runner(d, threads=self.threads)
+                if proc is not None:
+                    procs[d] = proc
                 running.append(d)
             progress()
-            if running:
-                time.sleep(self.poll_s)
+            if running:  # re-attached runners are seen at the poll; ours as soon as they end
+                wait_for_an_exit(list(procs.values()), self.poll_s)
 
 
 class RayConnectionError(RuntimeError):
