@@ -62,7 +62,12 @@ def run_once(tests: list[str], timeout_s: float) -> dict:
     finally:
         for h in hogs:
             h.terminate()
-    return {"rc": rc, "passed": rc == 0, "seconds": round(time.perf_counter() - t0, 1), "tail": tail}
+    # A skipped test (no root for the local cluster, say) exits 0 but proves nothing.
+    lines = tail.strip().splitlines()
+    skipped = bool(lines) and " skipped" in lines[-1]
+    passed = rc == 0 and not skipped
+    return {"rc": rc, "passed": passed, "skipped": skipped,
+            "seconds": round(time.perf_counter() - t0, 1), "tail": tail}
 
 
 def main() -> int:
@@ -76,7 +81,7 @@ def main() -> int:
     for i in range(a.runs):
         r = run_once(a.tests, a.timeout)
         results.append(r)
-        verdict = "passed" if r["passed"] else f"FAILED (rc {r['rc']})"
+        verdict = "passed" if r["passed"] else ("SKIPPED" if r["skipped"] else f"FAILED (rc {r['rc']})")
         print(f"run {i + 1}/{a.runs}: {verdict} in {r['seconds']:.0f} s", flush=True)
         if not r["passed"]:
             print(r["tail"], flush=True)
