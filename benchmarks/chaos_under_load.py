@@ -57,14 +57,15 @@ def run_once(tests: list[str], timeout_s: float) -> dict:
             timeout=timeout_s,
         )
         rc, tail = proc.returncode, (proc.stdout + proc.stderr)[-3000:]
+        summary = (proc.stdout.strip().splitlines() or [""])[-1]  # pytest's "N passed, M skipped"
     except subprocess.TimeoutExpired as e:
         rc, tail = 124, f"timed out after {timeout_s:.0f}s: {str(e.stdout)[-2000:]}"
+        summary = ""
     finally:
         for h in hogs:
             h.terminate()
     # A skipped test (no root for the local cluster, say) exits 0 but proves nothing.
-    lines = tail.strip().splitlines()
-    skipped = bool(lines) and " skipped" in lines[-1]
+    skipped = " skipped" in summary
     passed = rc == 0 and not skipped
     return {"rc": rc, "passed": passed, "skipped": skipped,
             "seconds": round(time.perf_counter() - t0, 1), "tail": tail}
