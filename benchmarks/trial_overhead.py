@@ -48,6 +48,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from orchestration.jobs.tracking_calls import AGENT_ENV
+
 REPO = Path(__file__).resolve().parents[1]
 TRIAL_S = 300.0  # the issue's yardstick: a 5-minute trial
 
@@ -85,7 +87,7 @@ def _summary(t: dict[str, float], phases: dict[str, float], t0: float, t_end: fl
     }
 
 
-def _one(wd: Path, name: str, steps: int, log_every: int) -> dict[str, float]:
+def _one(wd: Path, name: str, steps: int, log_every: int, agent: bool = True) -> dict[str, float]:
     import mlflow
 
     cmd = [
@@ -93,7 +95,8 @@ def _one(wd: Path, name: str, steps: int, log_every: int) -> dict[str, float]:
         "--set", f"train.log_every={log_every}", "--evals", "knn", "--wait", "--workdir", str(wd), "--name", name,
     ]
     t0 = time.time()
-    p = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=1800)
+    env = {**os.environ, AGENT_ENV: "1" if agent else "0"}
+    p = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=1800, env=env)
     t_end = time.time()
     if p.returncode:
         raise RuntimeError(p.stdout + p.stderr)
@@ -201,6 +204,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--log-every", type=int, default=10)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--sweep", type=int, default=0, metavar="N", help="measure a sweep of N seeds instead")
+    ap.add_argument(
+        "--compare-agent",
+        action="store_true",
+        help="also run each repeat without the tracking agent (MUGS_TRACKING_AGENT=0), alternating",
+    )
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     os.environ.setdefault("MLFLOW_ENABLE_TELEMETRY", "false")
@@ -212,9 +220,13 @@ def main(argv: list[str] | None = None) -> int:
         wd = Path(tmp) / "runs"
         warm = _one(wd, "warmup", args.steps, args.log_every)  # creates the store: not per trial
         print(f"[warm-up, excluded: a new MLflow store] {warm}", file=sys.stderr, flush=True)
+        without: list[dict[str, Any]] = []
         for i in range(args.repeats):
-            runs.append(_one(wd, f"trial{i}", args.steps, args.log_every))
-            print(f"[{i + 1}/{args.repeats}] {runs[-1]}", file=sys.stderr, flush=True)
+            pair = [True, False] if i % 2 == 0 else [False, True]  # alternate who goes first
+            for agent in pair if args.compare_agent else [True]:
+                res = _one(wd, f"trial{i}{'a' if agent else 'n'}", args.steps, args.log_every, agent)
+                (runs if agent else without).append(res)
+                print(f"[{i + 1}/{args.repeats} agent={agent}] {res}", file=sys.stderr, flush=True)
     keys = ["submit", "start", "first_step", "eval_start", "finish", "overhead_s"]
     med = {k: statistics.median(r[k] for r in runs) for k in keys}
     report = {
@@ -226,6 +238,7 @@ def main(argv: list[str] | None = None) -> int:
         "runs": runs,
         "warmup_excluded": warm,
         "median": med,
+        **(_without_agent(without, keys) if without else {}),
         "overhead_fraction_of_5_min_trial": round(med["overhead_s"] / TRIAL_S, 4),
         "snapshot_cold_s": _snapshot_s(),
         "note": "phases are defined in the module docstring; training steps and the evaluation's own work are excluded",
@@ -237,6 +250,14 @@ def main(argv: list[str] | None = None) -> int:
           f"snapshot (SLURM, cold) {report['snapshot_cold_s']} s")
     print(f"wrote {args.out}")
     return 0
+
+
+def _without_agent(runs: list[dict[str, Any]], keys: list[str]) -> dict[str, Any]:
+    """The same trials with the job's MLflow calls made in its own process (no tracking agent)."""
+    med = {k: statistics.median(r[k] for r in runs) for k in keys}
+    for k in keys:
+        print(f"  without agent: {k:12s} median {med[k]:7.2f} s")
+    return {"runs_without_agent": runs, "median_without_agent": med}
 
 
 if __name__ == "__main__":

@@ -219,12 +219,15 @@ def record_killed_job(spec: TrialSpec, job: JobState, signum: int) -> None:
     """A job ended by a signal wrote nothing: the FAILED marker and the run's status say why."""
     from orchestration import tracking
     from orchestration.jobs.tracking_calls import safe
+    from orchestration.tracking.agent import wait_for_agent
 
     name = signal.Signals(signum).name if signum in signal.valid_signals() else str(signum)
     what = job["kind"] if job["kind"] == "pretrain" else f"eval:{job['protocol']}"
     reason = f"{what} killed by {name}" + (" (kill -9 or the out-of-memory killer)" if signum == 9 else "")
     spec.paths.failed.write_text(reason + "\n")
     if spec.run_id:
+        if not wait_for_agent(spec.dir):  # what the job queued before it died lands first
+            print("warning: the trial's tracking agent is still delivering; recording anyway", file=sys.stderr)
         safe(tracking.set_tags, spec.tracking_uri, spec.run_id, {tags.FAILURE_REASON: reason})
         safe(tracking.set_status, spec.tracking_uri, spec.run_id, "FAILED")
 

@@ -7,9 +7,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from orchestration import tags, tracking
+from orchestration import tags
 from orchestration.jobs.requeue import slurm_job_id
-from orchestration.jobs.tracking_calls import finalize_run, safe
+from orchestration.jobs.tracking_calls import finalize_run, track, tracking_agent
 from orchestration.reference import metric_prefix
 from orchestration.trial import TrialSpec
 
@@ -36,6 +36,10 @@ class EvalTask:
         return submitit.helpers.DelayedSubmission(EvalTask(self.spec, self.protocol))
 
     def __call__(self) -> dict[str, Any]:
+        with tracking_agent(self.spec):
+            return self._run()
+
+    def _run(self) -> dict[str, Any]:
         from mugs.atomic import atomic_write_text
         from mugs.eval.__main__ import evaluate
 
@@ -44,20 +48,20 @@ class EvalTask:
             if run_id:
                 job = slurm_job_id()
                 if job:
-                    safe(tracking.set_tags, uri, run_id, {tags.SLURM_JOB_ID.format(job=self.protocol): job})
+                    track("set_tags", uri, run_id, {tags.SLURM_JOB_ID.format(job=self.protocol): job})
             data_root = spec.config.get("data", {}).get("root")
             result = evaluate(spec.checkpoint, self.protocol, data_root)
             atomic_write_text(spec.paths.eval_result(self.protocol), json.dumps(result) + "\n")
             if run_id:
                 spool = spec.paths.spool
                 metrics = eval_metrics(result, self.protocol)
-                safe(tracking.log_metrics, uri, run_id, metrics, int(result["step"]), spool)
+                track("log_metrics", uri, run_id, metrics, int(result["step"]), spool)
                 finalize_run(spec)
             return result
         except Exception as e:
             reason = f"{self.protocol} eval: {type(e).__name__}: {e}"
             spec.paths.failed.write_text(reason + "\n")
             if run_id:
-                safe(tracking.set_tags, uri, run_id, {tags.FAILURE_REASON: reason[:4000]})
-                safe(tracking.set_status, uri, run_id, "FAILED")
+                track("set_tags", uri, run_id, {tags.FAILURE_REASON: reason[:4000]})
+                track("set_status", uri, run_id, "FAILED")
             raise

@@ -14,9 +14,15 @@ from typing import Any
 
 from mugs.callbacks import Callback
 from mugs.config import config_from_dict, validate
-from orchestration import tags, tracking
+from orchestration import tags
 from orchestration.jobs.requeue import EXIT_REQUEUED, requeue_count, requeue_self, slurm_job_id
-from orchestration.jobs.tracking_calls import finalize_run, safe
+from orchestration.jobs.tracking_calls import (
+    drain_agent,
+    finalize_run,
+    metrics_callback,
+    track,
+    tracking_agent,
+)
 from orchestration.reference import UNTRAINED
 from orchestration.trial import CANCEL_FILE, PRUNED_FILE, TrialSpec
 
@@ -44,6 +50,7 @@ class PretrainTask:
         self.spec = spec
         self._stop_reason: str | None = None
         self._requeue_refused = False  # checkpoint() refused a start-up requeue and recorded why
+        self._metrics: Any = None  # the MLflow metrics callback (rank 0, a run to log to)
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
         """Called by submitit on a USR2 that came before training took over the signal (the job
@@ -61,14 +68,13 @@ class PretrainTask:
             # submitit now raises UncompletedJobError from its signal handler, in whatever frame
             # runs (maybe our start-up): that error must not replace the reason just recorded
             self._requeue_refused = True
+            drain_agent()
             return None
         if self.spec.run_id:
-            safe(
-                tracking.set_tags,
-                self.spec.tracking_uri,
-                self.spec.run_id,
-                {tags.REQUEUE_COUNT: str(attempt + 1)},
+            track(
+                "set_tags", self.spec.tracking_uri, self.spec.run_id, {tags.REQUEUE_COUNT: str(attempt + 1)}
             )
+        drain_agent()  # submitit requeues the job next, which ends this process
         return submitit.helpers.DelayedSubmission(PretrainTask(self.spec))
 
     def _install_signal_handlers(self, trainer: Any) -> None:
@@ -84,6 +90,10 @@ class PretrainTask:
         signal.signal(signal.SIGTERM, cancel)  # scancel / local cancel
 
     def __call__(self) -> dict[str, Any]:
+        with tracking_agent(self.spec):  # started before torch's import, which it overlaps
+            return self._run()
+
+    def _run(self) -> dict[str, Any]:
         from mugs.distributed import init_distributed
 
         spec = self.spec
@@ -110,9 +120,8 @@ class PretrainTask:
             raise RuntimeError(reason)
         if ctx.is_main:
             if spec.run_id:
-                safe(
-                    tracking.set_tags, spec.tracking_uri, spec.run_id, {tags.REQUEUE_COUNT: str(attempt + 1)}
-                )
+                track("set_tags", spec.tracking_uri, spec.run_id, {tags.REQUEUE_COUNT: str(attempt + 1)})
+            drain_agent()  # a requeue ends this process: deliver first
             requeue_self()  # on SLURM: same job id, back to PENDING; locally the runner reruns us
         # Exit without a result so submitit does not consider the job done.
         sys.exit(EXIT_REQUEUED)
@@ -122,7 +131,7 @@ class PretrainTask:
         spec = self.spec
         if spec.run_id:
             uri, run_id = spec.tracking_uri, spec.run_id
-            safe(tracking.sync_spool, uri, run_id, spec.paths.spool)
+            track("sync_spool", uri, run_id, spec.paths.spool)
             new_tags = {
                 tags.REQUEUE_COUNT: str(attempt),
                 tags.HOST: socket.gethostname(),
@@ -131,8 +140,8 @@ class PretrainTask:
             job = slurm_job_id()
             if job:
                 new_tags[tags.SLURM_JOB_ID.format(job="pretrain")] = job
-            safe(tracking.set_tags, uri, run_id, new_tags)
-            safe(tracking.set_status, uri, run_id, "RUNNING")
+            track("set_tags", uri, run_id, new_tags)
+            track("set_status", uri, run_id, "RUNNING")
 
     def _log_start(self, attempt: int, from_step: int) -> None:
         """One line per start of pretraining (rank 0), with the step it resumed from (0: fresh)."""
@@ -149,7 +158,8 @@ class PretrainTask:
             # workers inside an allocation) may sit on a host no signal from the driver reaches
             callbacks.append(_StopFileWatcher(self, spec.dir))
         if is_main and spec.run_id:
-            callbacks.append(tracking.MlflowMetricsCallback(spec.tracking_uri, spec.run_id, spec.paths.spool))
+            self._metrics = metrics_callback(spec)
+            callbacks.append(self._metrics)
         return callbacks
 
     def _train(self, ctx: Any) -> tuple[Any, str]:
@@ -180,15 +190,14 @@ class PretrainTask:
                 self._fail(f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=5)}")
             raise
         finally:
-            for cb in callbacks:
-                if isinstance(cb, tracking.MlflowMetricsCallback):
-                    cb.close()
+            if self._metrics is not None:  # flushed even when training failed
+                self._metrics.close()
 
     def _completed(self, step: int) -> None:
         spec = self.spec
         spec.paths.pretrained.write_text(f"{step}\n")
         if spec.run_id:
-            safe(tracking.log_artifact, spec.tracking_uri, spec.run_id, spec.paths.config)
+            track("log_artifact", spec.tracking_uri, spec.run_id, spec.paths.config)
             finalize_run(spec)
 
     def _cancelled(self, step: int, is_main: bool) -> None:
@@ -198,12 +207,12 @@ class PretrainTask:
             why = f"{paths.pruned.read_text().strip()}; stopped at step {step}"
         paths.cancelled.write_text(why + "\n")
         if is_main and spec.run_id:
-            safe(tracking.set_tags, spec.tracking_uri, spec.run_id, {tags.FAILURE_REASON: why})
-            safe(tracking.set_status, spec.tracking_uri, spec.run_id, "KILLED")
+            track("set_tags", spec.tracking_uri, spec.run_id, {tags.FAILURE_REASON: why})
+            track("set_status", spec.tracking_uri, spec.run_id, "KILLED")
 
     def _fail(self, reason: str) -> None:
         spec = self.spec
         spec.paths.failed.write_text(reason + "\n")
         if spec.run_id:
-            safe(tracking.set_tags, spec.tracking_uri, spec.run_id, {tags.FAILURE_REASON: reason[:4000]})
-            safe(tracking.set_status, spec.tracking_uri, spec.run_id, "FAILED")
+            track("set_tags", spec.tracking_uri, spec.run_id, {tags.FAILURE_REASON: reason[:4000]})
+            track("set_status", spec.tracking_uri, spec.run_id, "FAILED")

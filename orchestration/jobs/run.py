@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 from orchestration.jobs.evaluate import EvalTask
 from orchestration.jobs.pretrain import PretrainTask
+from orchestration.jobs.tracking_calls import tracking_agent
 from orchestration.process_exit import fast_exit
 from orchestration.trial import EVAL_PROTOCOLS, TrialSpec, read_jobs, update_job
 
@@ -60,6 +61,14 @@ def run_remaining_jobs(spec: TrialSpec) -> int:
     return 0
 
 
+def _set_threads() -> None:
+    threads = os.environ.get("MUGS_NUM_THREADS", "")
+    if threads.isdigit():  # the local runner's share of the cores
+        import torch
+
+        torch.set_num_threads(int(threads))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m orchestration.jobs.run")
     p.add_argument("kind", choices=("pretrain", "eval", "chain"))
@@ -67,14 +76,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--protocol", choices=EVAL_PROTOCOLS)
     a = p.parse_args(argv)
     die_with_runner()
-    threads = os.environ.get("MUGS_NUM_THREADS", "")
-    if threads.isdigit():  # the local runner's share of the cores
-        import torch
-
-        torch.set_num_threads(int(threads))
     spec = TrialSpec.load(a.trial_dir)
     if a.kind == "chain":
-        fast_exit(run_remaining_jobs(spec))  # its jobs are done: skip the interpreter's teardown
+        with tracking_agent(spec):  # one agent for every job of the chain
+            _set_threads()
+            rc = run_remaining_jobs(spec)
+        fast_exit(rc)  # its jobs are done: skip the interpreter's teardown
+    _set_threads()
     if a.kind == "pretrain":
         PretrainTask(spec)()
     else:

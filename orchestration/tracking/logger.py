@@ -156,7 +156,11 @@ class MlflowMetricsCallback(Callback):
         self._ensure_thread()
 
     def on_step_end(self, trainer: Any, metrics: dict[str, float]) -> None:
-        item = (_now_ms(), dict(metrics))
+        self.add(metrics, _now_ms())
+
+    def add(self, metrics: Mapping[str, Any], timestamp_ms: int) -> None:
+        """One step's metrics, stamped ``timestamp_ms`` (a tracking agent's rows keep the job's time)."""
+        item = (int(timestamp_ms), dict(metrics))
         with self._lock:
             self._buffer.append(item)
         if self._thread is None or self._closed:

@@ -1,0 +1,127 @@
+"""The tracking agent: a job's MLflow calls made by a second process, in order, to a real MLflow
+server; the job falling back to its own calls when the agent is gone; the agent delivering what
+a killed job had sent, and holding the trial's lock until it has."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import uuid
+from pathlib import Path
+
+import pytest
+
+from orchestration.jobs import tracking_calls
+from orchestration.tracking import client_for, create_run, get_or_create_experiment
+from orchestration.tracking.agent import TrackingAgent, lock_path, wait_for_agent
+from orchestration.tracking.failfast import MAX_RETRIES_ENV, TIMEOUT_ENV
+
+REPO = Path(__file__).resolve().parents[1]
+T0 = 1_700_000_000_000  # the job's timestamps (ms), kept by the agent
+
+
+@pytest.fixture(autouse=True)
+def _bounded_mlflow(monkeypatch):
+    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+    monkeypatch.setenv(MAX_RETRIES_ENV, "0")
+    monkeypatch.setenv(TIMEOUT_ENV, "5")
+
+
+def _new_run(uri: str) -> str:
+    return create_run(uri, get_or_create_experiment(uri, f"agent-{uuid.uuid4().hex[:10]}"), "r", {}, {})
+
+
+def _history(uri: str, run_id: str, key: str) -> list[tuple[int, float, int]]:
+    return sorted((m.step, m.value, m.timestamp) for m in client_for(uri).get_metric_history(run_id, key))
+
+
+def test_job_side_never_imports_mlflow():
+    code = (
+        "import sys, orchestration.jobs.run, orchestration.jobs.tracking_calls, orchestration.tracking.agent;"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('mlflow', 'torch')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.mlflow
+@pytest.mark.timeout(300)
+def test_agent_makes_the_calls_in_order(mlflow_server, tmp_path):
+    uri, run_id = mlflow_server, _new_run(mlflow_server)
+    fallback: list[str] = []
+    agent = TrackingAgent(tmp_path, lambda op, args: fallback.append(op))
+    agent.call("set_tags", uri, run_id, {"mugs.order": "first"})
+    agent.call("set_status", uri, run_id, "RUNNING")
+    agent.call("metrics_open", uri, run_id, tmp_path / "spool.jsonl")
+    for step in range(1, 6):
+        agent.call("step", T0 + step, {"step": step, "loss": 10.0 - step, "note": "not a number"})
+    agent.call("metrics_close")
+    agent.call("set_tags", uri, run_id, {"mugs.order": "second"})  # overwrites: order kept
+    agent.call("set_status", uri, run_id, "FINISHED")
+    assert not wait_for_agent(tmp_path, timeout_s=0.2)  # alive: its lock is held
+    assert agent.close(timeout_s=120)
+    assert wait_for_agent(tmp_path, timeout_s=1)
+    assert fallback == []
+    run = client_for(uri).get_run(run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["mugs.order"] == "second"
+    assert _history(uri, run_id, "train/loss") == [(s, 10.0 - s, T0 + s) for s in range(1, 6)]
+    assert "train/note" not in run.data.metrics
+    assert not (tmp_path / "spool.jsonl").exists()
+
+
+@pytest.mark.mlflow
+@pytest.mark.timeout(300)
+def test_job_tracks_itself_when_the_agent_is_gone(mlflow_server, tmp_path, capfd):
+    uri, run_id = mlflow_server, _new_run(mlflow_server)
+    agent = TrackingAgent(tmp_path, tracking_calls._direct)
+    agent.call("metrics_open", uri, run_id, tmp_path / "spool.jsonl")
+    agent.call("step", T0 + 1, {"step": 1, "loss": 1.5})
+    agent._proc.kill()  # the agent dies (OOM killer, say); the job goes on
+    agent._proc.wait()
+    for step in (2, 3):
+        agent.call("step", T0 + step, {"step": step, "loss": 1.5 * step})
+    agent.call("metrics_close")
+    agent.call("set_tags", uri, run_id, {"mugs.after": "agent gone"})
+    agent.call("set_status", uri, run_id, "FINISHED")
+    agent.close(timeout_s=120)
+    assert "tracking agent is gone" in capfd.readouterr().err
+    run = client_for(uri).get_run(run_id)
+    assert run.info.status == "FINISHED" and run.data.tags["mugs.after"] == "agent gone"
+    got = {s for s, _, _ in _history(uri, run_id, "train/loss")}
+    assert {2, 3} <= got  # made by the job itself; step 1 only if the agent had made it
+
+
+JOB = textwrap.dedent(
+    """
+    import os, signal, sys, time
+    from pathlib import Path
+    from orchestration.tracking.agent import TrackingAgent
+    trial, uri, run_id = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
+    agent = TrackingAgent(trial, lambda op, args: sys.exit("fallback used"))
+    agent.call("set_tags", uri, run_id, {"mugs.from": "killed job"})
+    agent.call("metrics_open", uri, run_id, trial / "spool.jsonl")
+    for step in (1, 2, 3):
+        agent.call("step", %d + step, {"step": step, "loss": float(step)})
+    while agent.sent < 5:  # written to the agent's stdin, not yet made
+        time.sleep(0.01)
+    os.kill(os.getpid(), signal.SIGKILL)
+    """
+    % T0
+)
+
+
+@pytest.mark.mlflow
+@pytest.mark.timeout(300)
+def test_killed_job_agent_delivers_then_frees_the_lock(mlflow_server, tmp_path):
+    uri, run_id = mlflow_server, _new_run(mlflow_server)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    job = subprocess.run([sys.executable, "-c", JOB, str(tmp_path), uri, run_id], cwd=REPO, env=env, timeout=120)
+    assert job.returncode == -9
+    assert lock_path(tmp_path).exists()
+    assert wait_for_agent(tmp_path, timeout_s=120)  # the agent ends once it has delivered
+    run = client_for(uri).get_run(run_id)
+    assert run.data.tags["mugs.from"] == "killed job"
+    assert _history(uri, run_id, "train/loss") == [(s, float(s), T0 + s) for s in (1, 2, 3)]
