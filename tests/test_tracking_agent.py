@@ -99,17 +99,16 @@ JOB = textwrap.dedent(
     import os, signal, sys, time
     from pathlib import Path
     from orchestration.tracking.agent import TrackingAgent
-    trial, uri, run_id = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
+    trial, uri, run_id, t0 = Path(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4])
     agent = TrackingAgent(trial, lambda op, args: sys.exit("fallback used"))
     agent.call("set_tags", uri, run_id, {"mugs.from": "killed job"})
     agent.call("metrics_open", uri, run_id, trial / "spool.jsonl")
     for step in (1, 2, 3):
-        agent.call("step", %d + step, {"step": step, "loss": float(step)})
+        agent.call("step", t0 + step, {"step": step, "loss": float(step)})
     while agent.sent < 5:  # written to the agent's stdin, not yet made
         time.sleep(0.01)
     os.kill(os.getpid(), signal.SIGKILL)
     """
-    % T0
 )
 
 
@@ -118,7 +117,7 @@ JOB = textwrap.dedent(
 def test_killed_job_agent_delivers_then_frees_the_lock(mlflow_server, tmp_path):
     uri, run_id = mlflow_server, _new_run(mlflow_server)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    job = subprocess.run([sys.executable, "-c", JOB, str(tmp_path), uri, run_id], cwd=REPO, env=env, timeout=120)
+    job = subprocess.run([sys.executable, "-c", JOB, str(tmp_path), uri, run_id, str(T0)], cwd=REPO, env=env, timeout=120)
     assert job.returncode == -9
     assert lock_path(tmp_path).exists()
     assert wait_for_agent(tmp_path, timeout_s=120)  # the agent ends once it has delivered
