@@ -117,7 +117,9 @@ JOB = textwrap.dedent(
 def test_killed_job_agent_delivers_then_frees_the_lock(mlflow_server, tmp_path):
     uri, run_id = mlflow_server, _new_run(mlflow_server)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    job = subprocess.run([sys.executable, "-c", JOB, str(tmp_path), uri, run_id, str(T0)], cwd=REPO, env=env, timeout=120)
+    job = subprocess.run(
+        [sys.executable, "-c", JOB, str(tmp_path), uri, run_id, str(T0)], cwd=REPO, env=env, timeout=120
+    )
     assert job.returncode == -9
     assert lock_path(tmp_path).exists()
     assert wait_for_agent(tmp_path, timeout_s=120)  # the agent ends once it has delivered
