@@ -18,6 +18,10 @@ Each repeat runs one trial of ``--steps`` steps and reads the times off what the
 A warm-up trial first creates the MLflow store (sqlite schema, once per work directory) and is
 excluded.
 
+``--compare-agent`` also runs each repeat with the job's MLflow calls made in the job's own
+process (``MUGS_TRACKING_AGENT=0``: no tracking agent), alternating which goes first, and
+reports both medians.
+
 ``--sweep N`` measures the path a sweep takes instead (``mugs-orch sweep`` of one setting and N
 seeds, one trial at a time: ``cpus_per_trial`` = all cores): the driver creates every run up
 front, then starts each trial's runner when the previous one has ended. A trial's overhead there
@@ -28,7 +32,7 @@ set-up (the parent run, every trial's run) and its reference trials (one per see
 per sweep, reported apart. Also the code snapshot a SLURM submission takes (``snapshot_code``, into a fresh directory: a
 cold copy; later submissions of the same code reuse it).
 
-    .venv/bin/python benchmarks/trial_overhead.py [--steps 200] [--repeats 3]
+    .venv/bin/python benchmarks/trial_overhead.py [--steps 200] [--repeats 3] [--compare-agent]
     .venv/bin/python benchmarks/trial_overhead.py --sweep 4 [--steps 200]
 
 Writes ``benchmarks/results/trial_overhead.json`` (``trial_overhead_sweep.json`` with ``--sweep``).
@@ -227,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
                 res = _one(wd, f"trial{i}{'a' if agent else 'n'}", args.steps, args.log_every, agent)
                 (runs if agent else without).append(res)
                 print(f"[{i + 1}/{args.repeats} agent={agent}] {res}", file=sys.stderr, flush=True)
-    keys = ["submit", "start", "first_step", "eval_start", "finish", "overhead_s"]
+    keys = ["submit", "start", "first_step", "eval_start", "finish", "overhead_s", "training_s", "wall_s"]
     med = {k: statistics.median(r[k] for r in runs) for k in keys}
     report = {
         "benchmark": "trial_overhead",

@@ -167,6 +167,19 @@ def test_resolve_tracking_uri(tmp_path, monkeypatch):
     assert redact_uri("https://user:secret@mlflow.example:443/x") == "https://***@mlflow.example:443/x"
 
 
+def test_sqlite_store_keeps_artifacts_beside_its_database(tmp_path, monkeypatch):
+    elsewhere = tmp_path / "cwd"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # MLflow's own default would be ./mlruns here
+    uri = resolve_tracking_uri(None, tmp_path / "work")
+    run_id = _new_run(uri)
+    (tmp_path / "config.yaml").write_text("a: 1\n")
+    log_artifact(uri, run_id, tmp_path / "config.yaml")
+    assert list(elsewhere.iterdir()) == []
+    stored = list((tmp_path / "work" / "mlruns").rglob("config.yaml"))
+    assert len(stored) == 1 and stored[0].read_text() == "a: 1\n"
+
+
 def test_run_tags_for_environment(tmp_path):
     tags = run_tags_for_environment()
     assert set(tags) == {"mugs.host", "mugs.version", "mugs.git_commit", "mugs.git_dirty"}

@@ -8,6 +8,7 @@ process cannot leak runs or URIs into each other. MLflow HTTP calls fail fast (s
 
 from __future__ import annotations
 
+import hashlib
 import socket
 import subprocess
 import threading
@@ -23,6 +24,7 @@ from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH, MAX_PARAMS_TAGS_PER_BA
 from orchestration import tags as tag_names
 from orchestration.tracking.failfast import apply_fail_fast_env
 from orchestration.tracking.params import redact
+from orchestration.tracking.uri import local_artifact_root
 
 PARENT_RUN_TAG = tag_names.PARENT_RUN
 STATUSES = ("RUNNING", "FINISHED", "FAILED", "KILLED")
@@ -50,12 +52,15 @@ def client_for(uri: str) -> MlflowClient:
 
 
 def get_or_create_experiment(uri: str, name: str) -> str:
-    """The id of experiment ``name``, created if missing (restored if it was deleted)."""
+    """The id of experiment ``name``, created if missing (restored if it was deleted); a new
+    experiment of a sqlite store keeps its artifacts beside the database (:func:`local_artifact_root`)."""
     client = client_for(uri)
     experiment = client.get_experiment_by_name(name)
     if experiment is None:
+        root = local_artifact_root(uri)
+        location = (root / hashlib.sha1(name.encode()).hexdigest()[:16]).as_uri() if root else None
         try:
-            return client.create_experiment(name)
+            return client.create_experiment(name, artifact_location=location)
         except MlflowException:  # created concurrently by another process
             experiment = client.get_experiment_by_name(name)
             if experiment is None:

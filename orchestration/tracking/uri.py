@@ -34,6 +34,15 @@ def resolve_tracking_uri(cli_value: str | None, workdir: Path) -> str:
     return f"sqlite:///{root / DB_NAME}"
 
 
+def local_artifact_root(uri: str) -> Path | None:
+    """Where a sqlite store's artifacts go: ``mlruns/`` beside the database file (MLflow's own
+    default is ``./mlruns`` of whatever directory the process runs in). None for other stores."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    db = uri[len("sqlite:///") :].split("?", 1)[0]
+    return Path(db).expanduser().resolve().parent / "mlruns" if db and db != ":memory:" else None
+
+
 def redact_uri(uri: str) -> str:
     """``uri`` (or any text holding URIs) fit for logs, warnings, tags and artifacts: credentials in
     the authority part (``user:pass@``) and secret-named query parameters (``?token=``) masked."""
