@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from orchestration.jobs import tracking_calls
 from orchestration.tracking import client_for, create_run, get_or_create_experiment
 from orchestration.tracking.agent import TrackingAgent, lock_path, wait_for_agent
 from orchestration.tracking.failfast import MAX_RETRIES_ENV, TIMEOUT_ENV
@@ -76,7 +75,7 @@ def test_agent_makes_the_calls_in_order(mlflow_server, tmp_path):
 @pytest.mark.timeout(300)
 def test_job_tracks_itself_when_the_agent_is_gone(mlflow_server, tmp_path, capfd):
     uri, run_id = mlflow_server, _new_run(mlflow_server)
-    agent = TrackingAgent(tmp_path, tracking_calls._direct)
+    agent = TrackingAgent(tmp_path)  # falls back to making the calls here
     agent.call("metrics_open", uri, run_id, tmp_path / "spool.jsonl")
     agent.call("step", T0 + 1, {"step": 1, "loss": 1.5})
     agent._proc.kill()  # the agent dies (OOM killer, say); the job goes on

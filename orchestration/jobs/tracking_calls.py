@@ -11,56 +11,20 @@ this process otherwise. Nothing here imports MLflow until a call is made in this
 from __future__ import annotations
 
 import os
-import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 from mugs.callbacks import Callback
 from orchestration import tracking
+from orchestration.tracking.calls import make_call, safe
 from orchestration.trial import TrialSpec, TrialState, file_state
+
+__all__ = ["drain_agent", "finalize_run", "metrics_callback", "safe", "track", "tracking_agent"]
 
 AGENT_ENV = "MUGS_TRACKING_AGENT"  # "0": make every call in the job's own process
 
 _agent: Any = None  # the open TrackingAgent of this process, if any
-
-
-def safe(call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    try:
-        return call(*args, **kwargs)
-    except Exception as e:
-        name = getattr(call, "__name__", "tracking call")
-        print(
-            f"warning: MLflow {name} failed ({type(e).__name__}: {str(e)[:200]}); continuing", file=sys.stderr
-        )
-        return None
-
-
-def _direct(op: str, args: tuple) -> None:
-    """Make a job's call in this process (also the agent's fallback when it is gone)."""
-    if op in ("metrics_open", "step", "wake", "metrics_close"):
-        _direct_metrics(op, args)
-    else:
-        safe(getattr(tracking, op), *args)
-
-
-_fallback_metrics: Any = None
-
-
-def _direct_metrics(op: str, args: tuple) -> None:
-    global _fallback_metrics
-    if op == "metrics_open":
-        _fallback_metrics = tracking.MlflowMetricsCallback(args[0], args[1], Path(args[2]))
-    elif _fallback_metrics is None:
-        return
-    elif op == "step":
-        _fallback_metrics.add(args[1], args[0])
-    elif op == "wake":
-        _fallback_metrics.on_checkpoint(None, None)
-    else:
-        _fallback_metrics.close()
-        _fallback_metrics = None
 
 
 def track(op: str, *args: Any) -> None:
@@ -70,7 +34,7 @@ def track(op: str, *args: Any) -> None:
     if _agent is not None:
         _agent.call(op, *args)
     else:
-        _direct(op, args)
+        make_call(op, args)
 
 
 def _is_rank0() -> bool:
@@ -88,7 +52,7 @@ def tracking_agent(spec: TrialSpec) -> Iterator[None]:
         return
     from orchestration.tracking.agent import TrackingAgent
 
-    _agent = TrackingAgent(spec.dir, _direct)
+    _agent = TrackingAgent(spec.dir, make_call)
     try:
         yield
     finally:

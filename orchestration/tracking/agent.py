@@ -38,9 +38,9 @@ from pathlib import Path
 from typing import Any
 
 from mugs.callbacks import Callback
+from orchestration import tracking
+from orchestration.tracking.calls import CALLS, METRICS_CALLS, make_call
 
-CALLS = ("set_tags", "set_status", "sync_spool", "log_metrics", "log_artifact")
-METRICS_CALLS = ("metrics_open", "step", "wake", "metrics_close")
 LOCK_NAME = "tracking_agent.lock"
 CLOSE_TIMEOUT_S = 120.0  # the metrics logger's own close is bounded to 30 s, each call to 5 s
 
@@ -96,7 +96,7 @@ def _jsonable(value: Any) -> Any:
 class TrackingAgent:
     """The job's side of the agent: queue calls, a thread writes them, ``close`` waits."""
 
-    def __init__(self, trial_dir: Path, direct: Callable[[str, tuple], None]) -> None:
+    def __init__(self, trial_dir: Path, direct: Callable[[str, tuple], None] = make_call) -> None:
         self.trial_dir = Path(trial_dir)
         self._direct = direct  # makes a call in this process (the fallback)
         self._queue: queue.SimpleQueue[tuple[str, tuple] | None] = queue.SimpleQueue()
@@ -182,10 +182,12 @@ class AgentMetricsCallback(Callback):
         agent.call("metrics_open", tracking_uri, run_id, str(spool_path))
 
     def on_step_end(self, trainer: Any, metrics: dict[str, float]) -> None:
-        self.agent.call("step", time.time_ns() // 1_000_000, dict(metrics))
+        if self.agent is not None:
+            self.agent.call("step", time.time_ns() // 1_000_000, dict(metrics))
 
     def on_checkpoint(self, trainer: Any, path: Path) -> None:
-        self.agent.call("wake")
+        if self.agent is not None:
+            self.agent.call("wake")
 
     def on_train_end(self, trainer: Any, status: str) -> None:
         self.close()
@@ -197,42 +199,6 @@ class AgentMetricsCallback(Callback):
 
 
 # ------------------------------------------------------------------ the agent process
-class _Server:
-    """Makes the calls read from stdin, in order; a metrics logger for ``step`` rows."""
-
-    def __init__(self) -> None:
-        from orchestration import tracking
-
-        self.tracking = tracking
-        tracking.apply_fail_fast_env()
-        self.metrics: Any = None
-
-    def handle(self, msg: dict[str, Any]) -> None:
-        op, args = msg.get("op"), msg.get("args", [])
-        try:
-            if op in CALLS:
-                getattr(self.tracking, op)(*args)
-            elif op == "metrics_open":
-                self.metrics = self.tracking.MlflowMetricsCallback(args[0], args[1], Path(args[2]))
-                self.metrics.on_train_start(None)
-            elif op == "step" and self.metrics is not None:
-                self.metrics.add(dict(args[1]), int(args[0]))
-            elif op == "wake" and self.metrics is not None:
-                self.metrics.on_checkpoint(None, None)
-            elif op == "metrics_close":
-                self.close_metrics()
-        except Exception as e:
-            print(
-                f"warning: MLflow {op} failed ({type(e).__name__}: {str(e)[:200]}); continuing",
-                file=sys.stderr,
-            )
-
-    def close_metrics(self) -> None:
-        if self.metrics is not None:
-            self.metrics.close()
-            self.metrics = None
-
-
 def _lines(parent: int):
     """The JSON messages on stdin until ``close``, its end, or the parent's death."""
     fd, pending = sys.stdin.fileno(), b""
@@ -260,12 +226,12 @@ def serve() -> int:
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR2):
         signal.signal(sig, signal.SIG_IGN)
     parent = os.getppid()
-    server = _Server()
+    tracking.apply_fail_fast_env()
     try:
         for msg in _lines(parent):
-            server.handle(msg)
+            make_call(str(msg.get("op")), tuple(msg.get("args", ())))
     finally:
-        server.close_metrics()
+        make_call("metrics_close", ())  # what the logger holds: delivered, or spooled
         sys.stdout.flush()
         sys.stderr.flush()
     return 0
