@@ -15,15 +15,17 @@ Ending: :meth:`~TrackingAgent.close` sends ``close`` and waits for the agent to 
 holds and exit. If the job dies instead, the agent reads what the job wrote, delivers it and
 exits (end of its stdin, or its parent gone). It holds the trial's ``tracking_agent.lock`` while
 it lives (the job takes it, then hands it over), so whoever records a killed job waits for it
-first (:func:`wait_for_agent`) and is not overwritten by a call the job made before it died. It ignores SIGTERM, SIGINT and SIGUSR2 (a
-cancel or a preemption is the job's to handle; it shares the job's process group). If the agent
-cannot be started or dies, the job makes its calls itself from then on (calls the agent had
-received but not made are lost; metrics it held are in the spool only if it spooled them).
+first (:func:`wait_for_agent`) and is not overwritten by a call the job made before it died. It
+ignores SIGTERM, SIGINT and SIGUSR2 (a cancel or a preemption is the job's to handle; it shares
+the job's process group). If the agent cannot be started or dies, the job makes its calls
+itself from then on (calls the agent had received but not made are lost; metrics it held are in
+the spool only if it spooled them).
 """
 
 from __future__ import annotations
 
 import fcntl
+import importlib
 import json
 import os
 import queue
@@ -227,6 +229,8 @@ def serve() -> int:
         signal.signal(sig, signal.SIG_IGN)
     parent = os.getppid()
     tracking.apply_fail_fast_env()
+    importlib.import_module("orchestration.tracking.logger")  # MLflow now: the job's first
+    # call comes only after its own import of torch
     try:
         for msg in _lines(parent):
             make_call(str(msg.get("op")), tuple(msg.get("args", ())))
