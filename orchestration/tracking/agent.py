@@ -51,38 +51,35 @@ def lock_path(trial_dir: Path) -> Path:
     return Path(trial_dir) / LOCK_NAME
 
 
+def _lock_within(fd: int, timeout_s: float) -> bool:
+    """Take an exclusive flock on ``fd``, waiting up to ``timeout_s``; False if it stayed held."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.05)
+
+
 def wait_for_agent(trial_dir: Path, timeout_s: float = 60.0) -> bool:
     """Wait until no tracking agent of the trial is alive (its lock is free); False on timeout."""
     path = lock_path(trial_dir)
     if not path.exists():
         return True
-    deadline = time.monotonic() + timeout_s
     with open(path, "a") as f:
-        while True:
-            try:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                fcntl.flock(f, fcntl.LOCK_UN)
-                return True
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    return False
-                time.sleep(0.05)
+        return _lock_within(f.fileno(), timeout_s)  # released when the file closes
 
 
 def _take_lock(trial_dir: Path, timeout_s: float = 60.0) -> int:
     """Open and lock the trial's agent lock (waiting for an earlier attempt's agent to finish,
     within ``timeout_s``); the descriptor, to hand to the new agent."""
     fd = os.open(lock_path(trial_dir), os.O_RDWR | os.O_CREAT, 0o644)
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return fd
-        except BlockingIOError:
-            if time.monotonic() > deadline:
-                print("warning: an earlier tracking agent of this trial is still delivering", file=sys.stderr)
-                return fd
-            time.sleep(0.05)
+    if not _lock_within(fd, timeout_s):
+        print("warning: an earlier tracking agent of this trial is still delivering", file=sys.stderr)
+    return fd
 
 
 def _jsonable(value: Any) -> Any:
