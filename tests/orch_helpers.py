@@ -54,3 +54,11 @@ def last_step(trial_dir: Path) -> int:
         return 0
     lines = p.read_text().splitlines()
     return json.loads(lines[-1])["step"] if lines else 0
+
+
+def job_logs(trial_dir: Path, tail: int = 4000) -> str:
+    """The end of every SLURM job log of a trial (stderr and stdout), for a failing assertion."""
+    parts = []
+    for log in sorted((trial_dir / "slurm").glob("*/*_log.*")):
+        parts.append(f"--- {log.relative_to(trial_dir)}\n{log.read_text(errors='replace')[-tail:]}")
+    return "\n".join(parts) or "(no SLURM job logs)"

@@ -11,7 +11,7 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from tests.orch_helpers import jobs, last_step, metric_steps, only_trial, orch, run_of, wait_for
+from tests.orch_helpers import job_logs, jobs, last_step, metric_steps, only_trial, orch, run_of, wait_for
 
 pytestmark = [pytest.mark.slurm, pytest.mark.mlflow, pytest.mark.timeout(900)]
 
@@ -151,8 +151,8 @@ def test_timeouts_requeue_until_the_bound(slurm_cluster, slurm_workdir, mlflow_s
     assert pre["State"] == "FAILED", pre
     assert knn["State"] == "CANCELLED", knn
     run = run_of(trial, mlflow_server)
-    assert run.info.status == "FAILED"
-    assert run.data.tags["mugs.requeue_count"] == "1"
+    assert run.info.status == "FAILED", job_logs(trial)
+    assert run.data.tags["mugs.requeue_count"] == "1", job_logs(trial)
     assert "requeue limit" in run.data.tags["mugs.failure_reason"]
 
 

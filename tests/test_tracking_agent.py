@@ -125,3 +125,73 @@ def test_killed_job_agent_delivers_then_frees_the_lock(mlflow_server, tmp_path):
     run = client_for(uri).get_run(run_id)
     assert run.data.tags["mugs.from"] == "killed job"
     assert _history(uri, run_id, "train/loss") == [(s, float(s), T0 + s) for s in (1, 2, 3)]
+
+
+START_UP_PREEMPTION = textwrap.dedent(
+    """
+    import json, os, signal, sys
+    from submitit.core.utils import UncompletedJobError
+    from orchestration.jobs.pretrain import PretrainTask
+    from orchestration.trial import TrialSpec
+
+    task = PretrainTask(TrialSpec.load(sys.argv[1]))
+    seen = {}
+
+    def handler(signum, frame):  # what submitit's handler does when checkpoint() returns None
+        seen["checkpoint"] = repr(task.checkpoint())
+        seen["mlflow_in_handler"] = sorted(m for m in sys.modules if m.split(".")[0] == "mlflow")
+        raise UncompletedJobError("Job not requeued because: checkpoint function returned None.")
+
+    class PreemptMidImport:  # the USR2 lands while the job is halfway through an import
+        def find_spec(self, name, path=None, target=None):
+            if name == "orchestration.tracking.agent" and "checkpoint" not in seen:
+                os.kill(os.getpid(), signal.SIGUSR2)
+            return None
+
+    signal.signal(signal.SIGUSR2, handler)
+    sys.meta_path.insert(0, PreemptMidImport())
+    try:
+        task()
+    except UncompletedJobError:
+        seen["raised"] = True
+    print(json.dumps(seen))
+    """
+)
+
+
+@pytest.mark.mlflow
+@pytest.mark.timeout(300)
+def test_start_up_preemption_past_the_bound_fails_the_run_without_mlflow_in_the_handler(
+    mlflow_server, tmp_path
+):
+    """submitit calls ``checkpoint()`` from its USR2 handler, wherever the job was. Importing MLflow
+    there, halfway through another import, can fail or break that import (seen: ImportError
+    from a partially initialised ``yaml``, and a job left RUNNING in MLflow after its requeue
+    limit). The handler only records; the run still ends FAILED with the reason and the count."""
+    import json
+
+    from orchestration import tags
+    from orchestration.trial import TrialSpec
+
+    uri, run_id = mlflow_server, _new_run(mlflow_server)
+    trial = tmp_path / "trial"
+    trial.mkdir()
+    TrialSpec(
+        "t", str(trial), {"seed": 0}, tracking_uri=uri, run_id=run_id, max_requeues=1, backend="slurm"
+    ).save()
+    env = {**os.environ, "PYTHONPATH": str(REPO), "SLURM_RESTART_COUNT": "1"}
+    for var in ("RANK", "SLURM_PROCID", "MUGS_TRACKING_AGENT"):
+        env.pop(var, None)
+    job = subprocess.run(
+        [sys.executable, "-c", START_UP_PREEMPTION, str(trial)],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=240,
+    )  # fmt: skip
+    assert job.returncode == 0, job.stderr
+    seen = json.loads(job.stdout.strip().splitlines()[-1])
+    assert seen == {"checkpoint": "None", "mlflow_in_handler": [], "raised": True}
+    reason = (trial / "FAILED").read_text()
+    assert "requeue limit 1 reached" in reason
+    run = client_for(uri).get_run(run_id)
+    assert run.info.status == "FAILED"
+    assert run.data.tags[tags.FAILURE_REASON] == reason.strip()
+    assert run.data.tags[tags.REQUEUE_COUNT] == "1"

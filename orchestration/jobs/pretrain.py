@@ -21,6 +21,7 @@ from orchestration.jobs.tracking_calls import (
     finalize_run,
     metrics_callback,
     track,
+    track_queued,
     tracking_agent,
 )
 from orchestration.reference import UNTRAINED
@@ -50,28 +51,38 @@ class PretrainTask:
         self.spec = spec
         self._stop_reason: str | None = None
         self._requeue_refused = False  # checkpoint() refused a start-up requeue and recorded why
+        self._undelivered_failure: list[tuple[str, tuple]] | None = None  # ... its calls: no agent was open
         self._metrics: Any = None  # the MLflow metrics callback (rank 0, a run to log to)
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
         """Called by submitit on a USR2 that came before training took over the signal (the job
         was still starting up): requeue the same task, which resumes from the trial's checkpoint,
         within the same bound as our own requeues. Past ``max_requeues`` it returns None: submitit
-        then ends the job without a requeue, and the run is FAILED with the reason."""
+        then ends the job without a requeue, and the run is FAILED with the reason.
+
+        This runs inside submitit's signal handler, wherever the job was (maybe halfway through
+        an import), so it makes no tracking call of its own: it only queues to an open agent
+        (:func:`track_queued`). With none open, the failure is delivered as submitit's error
+        unwinds through :meth:`__call__`, and the requeue count by the next attempt's start."""
         import submitit
 
         attempt = requeue_count()
         if attempt >= self.spec.max_requeues:
-            self._fail(
+            reason = (
                 f"preempted or timed out {attempt + 1} times (the last during start-up); "
                 f"requeue limit {self.spec.max_requeues} reached"
             )
+            self.spec.paths.failed.write_text(reason + "\n")
             # submitit now raises UncompletedJobError from its signal handler, in whatever frame
             # runs (maybe our start-up): that error must not replace the reason just recorded
             self._requeue_refused = True
+            calls = self._failure_calls(reason, requeues=attempt)  # this attempt may not have tagged it
+            if not all(track_queued(op, *call_args) for op, call_args in calls):
+                self._undelivered_failure = calls
             drain_agent()
             return None
         if self.spec.run_id:
-            track(
+            track_queued(
                 "set_tags", self.spec.tracking_uri, self.spec.run_id, {tags.REQUEUE_COUNT: str(attempt + 1)}
             )
         drain_agent()  # submitit requeues the job next, which ends this process
@@ -90,8 +101,15 @@ class PretrainTask:
         signal.signal(signal.SIGTERM, cancel)  # scancel / local cancel
 
     def __call__(self) -> dict[str, Any]:
-        with tracking_agent(self.spec):  # started before torch's import, which it overlaps
-            return self._run()
+        try:
+            with tracking_agent(self.spec):  # started before torch's import, which it overlaps
+                return self._run()
+        finally:
+            if self._undelivered_failure is not None:  # from checkpoint(), in a signal handler
+                calls, self._undelivered_failure = self._undelivered_failure, None
+                with tracking_agent(self.spec):  # a fresh process: an import the signal broke
+                    for op, call_args in calls:  # may be half-made in this one
+                        track(op, *call_args)
 
     def _run(self) -> dict[str, Any]:
         from mugs.distributed import init_distributed
@@ -211,8 +229,20 @@ class PretrainTask:
             track("set_status", spec.tracking_uri, spec.run_id, "KILLED")
 
     def _fail(self, reason: str) -> None:
+        self.spec.paths.failed.write_text(reason + "\n")
+        for op, call_args in self._failure_calls(reason):
+            track(op, *call_args)
+
+    def _failure_calls(self, reason: str, requeues: int | None = None) -> list[tuple[str, tuple]]:
+        """The tracking calls that end the run as FAILED with ``reason`` (none without a run),
+        tagging the number of requeues too when given."""
         spec = self.spec
-        spec.paths.failed.write_text(reason + "\n")
-        if spec.run_id:
-            track("set_tags", spec.tracking_uri, spec.run_id, {tags.FAILURE_REASON: reason[:4000]})
-            track("set_status", spec.tracking_uri, spec.run_id, "FAILED")
+        if not spec.run_id:
+            return []
+        new_tags = {tags.FAILURE_REASON: reason[:4000]}
+        if requeues is not None:
+            new_tags[tags.REQUEUE_COUNT] = str(requeues)
+        return [
+            ("set_tags", (spec.tracking_uri, spec.run_id, new_tags)),
+            ("set_status", (spec.tracking_uri, spec.run_id, "FAILED")),
+        ]

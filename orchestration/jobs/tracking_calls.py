@@ -20,7 +20,15 @@ from orchestration import tracking
 from orchestration.tracking.calls import make_call, safe
 from orchestration.trial import TrialSpec, TrialState, file_state
 
-__all__ = ["drain_agent", "finalize_run", "metrics_callback", "safe", "track", "tracking_agent"]
+__all__ = [
+    "drain_agent",
+    "finalize_run",
+    "metrics_callback",
+    "safe",
+    "track",
+    "track_queued",
+    "tracking_agent",
+]
 
 AGENT_ENV = "MUGS_TRACKING_AGENT"  # "0": make every call in the job's own process
 
@@ -35,6 +43,18 @@ def track(op: str, *args: Any) -> None:
         _agent.call(op, *args)
     else:
         make_call(op, args)
+
+
+def track_queued(op: str, *args: Any) -> bool:
+    """For a signal handler (submitit's ``checkpoint()``): queue the call to the open agent and
+    return True, or return False when none is open, making no call: the caller delivers it later
+    from ordinary code. A handler runs wherever the job was, possibly halfway through an import;
+    importing MLflow there can meet that half-made module and fail (an ImportError from
+    ``yaml``, seen in 4 of 30 signals sent during a job's imports) or break the job's own import."""
+    if _agent is None:
+        return False
+    _agent.call(op, *args)
+    return True
 
 
 def _is_rank0() -> bool:
