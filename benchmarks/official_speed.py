@@ -48,12 +48,14 @@ def _args(argv: list[str] | None) -> tuple[argparse.Namespace, argparse.Namespac
     p.add_argument("--steps", type=int, default=10, help="timed rounds")
     p.add_argument("--warmup", type=int, default=2, help="untimed rounds first")
     p.add_argument("--profile", action="store_true", help="profile 3 of our steps (torch.profiler)")
+    p.add_argument("--compile", action="store_true", help="ours with train.compile (torch.compile, inductor)")
     p.add_argument("--out", type=Path, default=HERE / "results" / "official_speed.json")
     a = p.parse_args(argv)
     parity = par.parse_args([
         str(a.checkout), "--arch", "vit_tiny", "--batch-size", str(a.batch_size), "--local-crops",
         str(a.local_crops), "--queue-size", str(a.queue_size), "--epochs", "100",
     ])
+    parity.compile = a.compile
     return a, parity
 
 
@@ -61,6 +63,7 @@ def _build(parity: argparse.Namespace, tmp: Path) -> tuple[Any, dict[str, Any], 
     off = par.import_official(parity.checkout)
     args = par.official_args(off, parity)
     cfg = par.our_config(args, parity)
+    cfg.train.compile = parity.compile
     tr = Trainer(cfg, tmp / "ours", device=torch.device("cpu"), iters_per_epoch=100)
     st = par.build_official(off, args, tr)
     st["args"] = args

@@ -134,17 +134,19 @@ START_UP_PREEMPTION = textwrap.dedent(
     from orchestration.jobs.pretrain import PretrainTask
     from orchestration.trial import TrialSpec
 
-    task = PretrainTask(TrialSpec.load(sys.argv[1]))
+    trial, module, raises = sys.argv[1], sys.argv[2], sys.argv[3] == "raise"
+    task = PretrainTask(TrialSpec.load(trial))
     seen = {}
 
     def handler(signum, frame):  # what submitit's handler does when checkpoint() returns None
         seen["checkpoint"] = repr(task.checkpoint())
         seen["mlflow_in_handler"] = sorted(m for m in sys.modules if m.split(".")[0] == "mlflow")
-        raise UncompletedJobError("Job not requeued because: checkpoint function returned None.")
+        if raises:  # else: as if the code it landed in swallowed the error (torch's import does)
+            raise UncompletedJobError("Job not requeued because: checkpoint function returned None.")
 
     class PreemptMidImport:  # the USR2 lands while the job is halfway through an import
         def find_spec(self, name, path=None, target=None):
-            if name == "orchestration.tracking.agent" and "checkpoint" not in seen:
+            if name == module and "checkpoint" not in seen:
                 os.kill(os.getpid(), signal.SIGUSR2)
             return None
 
@@ -152,8 +154,8 @@ START_UP_PREEMPTION = textwrap.dedent(
     sys.meta_path.insert(0, PreemptMidImport())
     try:
         task()
-    except UncompletedJobError:
-        seen["raised"] = True
+    except (UncompletedJobError, RuntimeError) as e:
+        seen["ended"] = type(e).__name__
     print(json.dumps(seen))
     """
 )
@@ -161,35 +163,46 @@ START_UP_PREEMPTION = textwrap.dedent(
 
 @pytest.mark.mlflow
 @pytest.mark.timeout(300)
-def test_start_up_preemption_past_the_bound_fails_the_run_without_mlflow_in_the_handler(
-    mlflow_server, tmp_path
+@pytest.mark.parametrize(
+    ("module", "raises", "ended"),
+    [
+        ("orchestration.tracking.agent", "raise", "UncompletedJobError"),  # before the agent is open
+        ("mugs.distributed", "swallowed", "RuntimeError"),  # torch's import is next
+    ],
+)
+def test_start_up_preemption_past_the_bound_ends_the_job_and_fails_the_run(
+    mlflow_server, tmp_path, module, raises, ended
 ):
     """submitit calls ``checkpoint()`` from its USR2 handler, wherever the job was. Importing MLflow
     there, halfway through another import, can fail or break that import (seen: ImportError
-    from a partially initialised ``yaml``, and a job left RUNNING in MLflow after its requeue
-    limit). The handler only records; the run still ends FAILED with the reason and the count."""
+    from a half-made ``yaml``); and the error submitit then raises can be swallowed by the code
+    it lands in (torch's import: ``except Exception`` around its CUDA preload; seen: the job
+    trained on, its run RUNNING). Either way: no MLflow in the handler, no training, the run
+    FAILED with the reason and the requeue count."""
     import json
 
+    from mugs.presets import PRESETS
     from orchestration import tags
     from orchestration.trial import TrialSpec
 
     uri, run_id = mlflow_server, _new_run(mlflow_server)
     trial = tmp_path / "trial"
     trial.mkdir()
-    TrialSpec(
-        "t", str(trial), {"seed": 0}, tracking_uri=uri, run_id=run_id, max_requeues=1, backend="slurm"
-    ).save()
-    env = {**os.environ, "PYTHONPATH": str(REPO), "SLURM_RESTART_COUNT": "1"}
+    spec = TrialSpec("t", str(trial), PRESETS["demo"], tracking_uri=uri, run_id=run_id, max_requeues=1)
+    spec.backend = "slurm"
+    spec.save()
+    env = {**os.environ, "PYTHONPATH": str(REPO), "SLURM_RESTART_COUNT": "1", "MUGS_NUM_THREADS": "1"}
     for var in ("RANK", "SLURM_PROCID", "MUGS_TRACKING_AGENT"):
         env.pop(var, None)
     job = subprocess.run(
-        [sys.executable, "-c", START_UP_PREEMPTION, str(trial)],
+        [sys.executable, "-c", START_UP_PREEMPTION, str(trial), module, raises],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=240,
     )  # fmt: skip
     assert job.returncode == 0, job.stderr
     seen = json.loads(job.stdout.strip().splitlines()[-1])
-    assert seen == {"checkpoint": "None", "mlflow_in_handler": [], "raised": True}
-    reason = (trial / "FAILED").read_text()
+    assert seen == {"checkpoint": "None", "mlflow_in_handler": [], "ended": ended}
+    assert not spec.paths.starts.exists(), "training started after the refusal"
+    reason = spec.paths.failed.read_text()
     assert "requeue limit 1 reached" in reason
     run = client_for(uri).get_run(run_id)
     assert run.info.status == "FAILED"

@@ -50,8 +50,8 @@ class PretrainTask:
     def __init__(self, spec: TrialSpec) -> None:
         self.spec = spec
         self._stop_reason: str | None = None
-        self._requeue_refused = False  # checkpoint() refused a start-up requeue and recorded why
-        self._undelivered_failure: list[tuple[str, tuple]] | None = None  # ... its calls: no agent was open
+        # checkpoint() refused a requeue: the tracking calls that end the run (made by __call__)
+        self._refusal: list[tuple[str, tuple]] | None = None
         self._metrics: Any = None  # the MLflow metrics callback (rank 0, a run to log to)
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
@@ -60,10 +60,13 @@ class PretrainTask:
         within the same bound as our own requeues. Past ``max_requeues`` it returns None: submitit
         then ends the job without a requeue, and the run is FAILED with the reason.
 
-        This runs inside submitit's signal handler, wherever the job was (maybe halfway through
-        an import), so it makes no tracking call of its own: it only queues to an open agent
-        (:func:`track_queued`). With none open, the failure is delivered as submitit's error
-        unwinds through :meth:`__call__`, and the requeue count by the next attempt's start."""
+        This runs inside submitit's signal handler, wherever the job was, so it makes no tracking
+        call: an import there can meet a module the job is halfway through importing and fail
+        (an ImportError from a half-made ``yaml``). A refusal is recorded, and the job ends on
+        it however submitit's error fares (torch's import catches it: ``except Exception`` around
+        its CUDA preload): :meth:`_train` stops on it once our own handlers are in, and
+        :meth:`__call__` delivers the failure. A requeue's count is only queued to an open agent
+        (:func:`track_queued`); the next attempt tags it anyway."""
         import submitit
 
         attempt = requeue_count()
@@ -75,11 +78,7 @@ class PretrainTask:
             self.spec.paths.failed.write_text(reason + "\n")
             # submitit now raises UncompletedJobError from its signal handler, in whatever frame
             # runs (maybe our start-up): that error must not replace the reason just recorded
-            self._requeue_refused = True
-            calls = self._failure_calls(reason, requeues=attempt)  # this attempt may not have tagged it
-            if not all(track_queued(op, *call_args) for op, call_args in calls):
-                self._undelivered_failure = calls
-            drain_agent()
+            self._refusal = self._failure_calls(reason, requeues=attempt)  # counted: maybe not yet tagged
             return None
         if self.spec.run_id:
             track_queued(
@@ -103,13 +102,19 @@ class PretrainTask:
     def __call__(self) -> dict[str, Any]:
         try:
             with tracking_agent(self.spec):  # started before torch's import, which it overlaps
-                return self._run()
+                try:
+                    return self._run()
+                finally:
+                    self._deliver_refusal()  # after every call the job made: through its agent
         finally:
-            if self._undelivered_failure is not None:  # from checkpoint(), in a signal handler
-                calls, self._undelivered_failure = self._undelivered_failure, None
-                with tracking_agent(self.spec):  # a fresh process: an import the signal broke
-                    for op, call_args in calls:  # may be half-made in this one
-                        track(op, *call_args)
+            if self._refusal is not None:  # refused before the agent was open: a fresh one, since
+                with tracking_agent(self.spec):  # an import the signal broke may be half-made here
+                    self._deliver_refusal()
+
+    def _deliver_refusal(self) -> None:
+        calls, self._refusal = self._refusal, None
+        for op, call_args in calls or ():
+            track(op, *call_args)
 
     def _run(self) -> dict[str, Any]:
         from mugs.distributed import init_distributed
@@ -194,17 +199,19 @@ class PretrainTask:
                 atomic_write_text(spec.paths.config, cfg.to_yaml())
             trainer = Trainer(cfg, spec.dir, callbacks=callbacks, dist_ctx=ctx)
             trainer.maybe_resume()
+            self._install_signal_handlers(trainer)  # from here a USR2 is ours, not submitit's
+            if self._refusal is not None:  # submitit refused a requeue; its error may be lost
+                raise RuntimeError("requeue refused during start-up")
             if ctx.is_main:
                 self._log_start(requeue_count(), trainer.step)
             if spec.reference == UNTRAINED:  # a reference trial: the initial weights, 0 steps
                 trainer.total_steps = 0
-            self._install_signal_handlers(trainer)
             return trainer, trainer.fit()
         except NonFiniteLossError as e:
             self._fail(f"non-finite loss: {e}")
             raise
         except Exception as e:
-            if not self._requeue_refused:
+            if self._refusal is None:
                 self._fail(f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=5)}")
             raise
         finally:
