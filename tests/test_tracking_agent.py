@@ -208,3 +208,23 @@ def test_start_up_preemption_past_the_bound_ends_the_job_and_fails_the_run(
     assert run.info.status == "FAILED"
     assert run.data.tags[tags.FAILURE_REASON] == reason.strip()
     assert run.data.tags[tags.REQUEUE_COUNT] == "1"
+
+
+@pytest.mark.timeout(120)
+def test_an_agent_whose_start_is_interrupted_ends_and_frees_the_lock(tmp_path, monkeypatch):
+    """A signal handler's error (submitit's, on a USR2 at a job's very start) can land in the
+    agent's start-up after its process exists. That agent must end at once, not hold the trial's
+    lock while the job lives: the job's next agent would wait 60 s for it (seen: 62 s jobs in
+    ``benchmarks/startup_preemption.py``), past what a job has left before its time limit."""
+    import threading
+
+    def interrupted(self):
+        raise KeyboardInterrupt("a signal handler's error")
+
+    monkeypatch.setattr(threading.Thread, "start", interrupted)
+    with pytest.raises(KeyboardInterrupt) as excinfo:  # kept: the job's frames are alive too
+        TrackingAgent(tmp_path)
+    monkeypatch.undo()
+    assert lock_path(tmp_path).exists()
+    assert wait_for_agent(tmp_path, timeout_s=45), "the interrupted agent still holds the lock"
+    assert excinfo.value is not None

@@ -103,17 +103,30 @@ class TrackingAgent:
         self.sent = 0  # messages written to the agent
         lock = _take_lock(self.trial_dir)  # the agent inherits it: held until the agent ends
         try:
-            self._proc = subprocess.Popen(
-                [sys.executable, "-m", "orchestration.tracking.agent", str(self.trial_dir), str(lock)],
-                stdin=subprocess.PIPE,
-                pass_fds=(lock,),
-            )
-        except OSError as e:
-            print(f"warning: tracking agent not started ({e}); tracking from the job", file=sys.stderr)
-        finally:
-            os.close(lock)
-        self._writer = threading.Thread(target=self._write_all, name="tracking-agent-writer", daemon=True)
-        self._writer.start()
+            try:
+                self._proc = subprocess.Popen(
+                    [sys.executable, "-m", "orchestration.tracking.agent", str(self.trial_dir), str(lock)],
+                    stdin=subprocess.PIPE,
+                    pass_fds=(lock,),
+                )
+            except OSError as e:
+                print(f"warning: tracking agent not started ({e}); tracking from the job", file=sys.stderr)
+            finally:
+                os.close(lock)
+            self._writer = threading.Thread(target=self._write_all, name="tracking-agent-writer", daemon=True)
+            self._writer.start()
+        except BaseException:  # e.g. a signal handler's error: an agent nobody writes to would
+            self._release()  # hold the trial's lock until this process ends; it ends now
+            raise
+
+    def _release(self) -> None:
+        """Close the agent's stdin: it makes what it was sent, then exits (and frees the lock)."""
+        stdin = self._proc.stdin if self._proc is not None else None
+        if stdin is not None:
+            try:
+                stdin.close()
+            except OSError:
+                pass
 
     def call(self, op: str, *args: Any) -> None:
         """Queue one call; it is made after every call queued before it."""
