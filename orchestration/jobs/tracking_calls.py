@@ -45,16 +45,13 @@ def track(op: str, *args: Any) -> None:
         make_call(op, args)
 
 
-def track_queued(op: str, *args: Any) -> bool:
-    """For a signal handler (submitit's ``checkpoint()``): queue the call to the open agent and
-    return True, or return False when none is open, making no call: the caller delivers it later
-    from ordinary code. A handler runs wherever the job was, possibly halfway through an import;
-    importing MLflow there can meet that half-made module and fail (an ImportError from
-    ``yaml``, seen in 4 of 30 signals sent during a job's imports) or break the job's own import."""
-    if _agent is None:
-        return False
-    _agent.call(op, *args)
-    return True
+def track_queued(op: str, *args: Any) -> None:
+    """For a signal handler (submitit's ``checkpoint()``): queue the call to the open agent, or
+    make none when no agent is open. A handler runs wherever the job was, possibly halfway through
+    an import; importing MLflow there can meet that half-made module and fail (an ImportError
+    from ``yaml``, seen in 4 of 30 signals sent during a job's imports) or break the job's own import."""
+    if _agent is not None:
+        _agent.call(op, *args)
 
 
 def _is_rank0() -> bool:
