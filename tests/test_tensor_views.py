@@ -194,4 +194,39 @@ def test_images_of_different_sizes_are_cropped_one_by_one(tmp_path):
     for i in range(8):
         width, height = base[i][0].size
         top, left, h, w = extras["geometry"][i, :, :4].unbind(-1)
-        assert (top >= 0).all() and (left >= 0).all() and (top + h <= height).all() and (left + w <= width).all()
+        assert (
+            (top >= 0).all() and (left >= 0).all() and (top + h <= height).all() and (left + w <= width).all()
+        )
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        (),  # the demo: four 16-px views of digits
+        (
+            "data.local_crops_number=6",
+            "data.local_crop_size=8",
+            "data.flip_prob=0.5",
+            "data.solarize_prob=0.2",
+        ),
+    ],
+)
+def test_views_rendered_together_equal_views_rendered_one_by_one(overrides):
+    """The collate's colour jitter and grayscale of all views of one size in one batch give the
+    same pixels, bit for bit, as rendering each view alone (the operations are per sample), on
+    real digits with the parameters the pipeline draws; views of two sizes are grouped apart."""
+    from mugs.data.tensor_views import render, render_views
+
+    cfg = demo_config(*overrides).data
+    base = load_split(cfg, "train")
+    views = TensorViews(cfg)
+    samples = [views(base[i][0], random.Random(i)) for i in range(24)]
+    images = torch.stack([s[0] for s in samples]).float().div_(255.0)
+    params = torch.stack([s[1] for s in samples])
+    sizes = [spec.size for spec in views.specs]
+    jittered = params[:, :, 5] > 0  # _JITTER
+    assert jittered.any() and not jittered.all(), "some views jittered, some not"
+    together = render_views(images, params, sizes)
+    assert len(set(sizes)) == (2 if overrides else 1)
+    for k, size in enumerate(sizes):
+        assert torch.equal(together[k], render(images, params[:, k], size)), f"view {k}"

@@ -149,7 +149,9 @@ class TensorViews:
         self.extras = extras or ViewExtras()
         self.takes_key = self.extras.proposals is not None  # SeededAugmentDataset passes the image's key
 
-    def __call__(self, img: Image.Image | np.ndarray, rng: random.Random, key: str | None = None) -> tuple[Any, ...]:
+    def __call__(
+        self, img: Image.Image | np.ndarray, rng: random.Random, key: str | None = None
+    ) -> tuple[Any, ...]:
         """(image, parameters) or, with extras to draw, (image, parameters, {name: tensor})."""
         a = np.asarray(img)
         if a.ndim == 2:
@@ -166,7 +168,9 @@ class TensorViews:
         params = torch.tensor(rows, dtype=torch.float64)
         return (image, params, more) if more else (image, params)
 
-    def _instances(self, rows: list[list[float]], rng: random.Random, h: int, w: int, key: str | None) -> dict[str, torch.Tensor]:
+    def _instances(
+        self, rows: list[list[float]], rng: random.Random, h: int, w: int, key: str | None
+    ) -> dict[str, torch.Tensor]:
         """Redraw the second view (in place in ``rows``) until it overlaps the first, then the
         instance boxes: from the proposals when one lies inside the overlap (the second view
         redrawn for one when none does), else at random inside it; zeros and invalid if the
@@ -225,10 +229,13 @@ class RenderViews:
         params = torch.stack([s[1] for s in samples])  # [B, n_views, N_PARAMS]
         jitter = self._patch_params(samples)
         aug, patch = self.extras.patch_jitter, self.extras.patch_size
-        crops = [
-            render(images, params[:, k], spec.size, partial(aug.apply, size=patch, params=jitter[k]) if jitter else None)
-            for k, spec in enumerate(self.specs)
-        ]
+        if jitter:
+            crops = [
+                render(images, params[:, k], spec.size, partial(aug.apply, size=patch, params=jitter[k]))
+                for k, spec in enumerate(self.specs)
+            ]
+        else:
+            crops = render_views(images, params, [spec.size for spec in self.specs])
         weak = torch.ones(len(samples), dtype=torch.bool)
         if not self.extras.geometry:
             return crops, weak
@@ -266,15 +273,44 @@ def render(
     different sizes, cropped one by one) from parameter rows ``p`` [B, N_PARAMS], normalised with
     the ImageNet mean and std. ``recolor`` replaces the colour jitter and grayscale of the whole
     view (PW-Self: every patch on its own)."""
+    x = _crop(images, p, size)
+    x = recolor(x) if recolor is not None else _jitter_and_gray(x, p)
+    return _blur_solarize_normalize(x, p)
+
+
+def render_views(
+    images: torch.Tensor | list[torch.Tensor], params: torch.Tensor, sizes: list[int]
+) -> list[torch.Tensor]:
+    """Every view of the batch (``params`` [B, n_views, N_PARAMS], view k ``sizes[k]`` px): the
+    pixels of :func:`render` view by view, with the colour jitter and grayscale of all views of
+    one size in one batch. Those operations are per sample, so stacking the views changes no
+    value, and it divides their many small tensor operations by the number of views (the
+    demo's data cost). The blur stays per view: its kernel radius follows the view's largest
+    sigma."""
+    crops = [_crop(images, params[:, k], size) for k, size in enumerate(sizes)]
+    out: list[torch.Tensor] = list(crops)
+    for size in dict.fromkeys(sizes):
+        ks = [k for k, s in enumerate(sizes) if s == size]
+        colored = _jitter_and_gray(torch.cat([crops[k] for k in ks]), torch.cat([params[:, k] for k in ks]))
+        for k, x in zip(ks, colored.split(params.shape[0]), strict=True):
+            out[k] = _blur_solarize_normalize(x, params[:, k])
+    return out
+
+
+def _crop(images: torch.Tensor | list[torch.Tensor], p: torch.Tensor, size: int) -> torch.Tensor:
     if isinstance(images, list):
-        x = torch.cat([resized_crop(im, p[i : i + 1, :4], p[i : i + 1, _FLIP] > 0, size) for i, im in enumerate(images)])
-    else:
-        x = resized_crop(images, p[:, :4], p[:, _FLIP] > 0, size)
-    if recolor is not None:
-        x = recolor(x)
-    else:
-        x = color_jitter(x, p)
-        x = torch.where((p[:, _GRAY] > 0).view(-1, 1, 1, 1), grayscale(x).expand_as(x), x)
+        return torch.cat(
+            [resized_crop(im, p[i : i + 1, :4], p[i : i + 1, _FLIP] > 0, size) for i, im in enumerate(images)]
+        )
+    return resized_crop(images, p[:, :4], p[:, _FLIP] > 0, size)
+
+
+def _jitter_and_gray(x: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+    x = color_jitter(x, p)
+    return torch.where((p[:, _GRAY] > 0).view(-1, 1, 1, 1), grayscale(x).expand_as(x), x)
+
+
+def _blur_solarize_normalize(x: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
     x = gaussian_blur(x, p[:, _SIGMA])
     x = torch.where((p[:, _SOLAR] > 0).view(-1, 1, 1, 1) & (x >= 0.5), 1.0 - x, x)
     mean = torch.tensor(MEAN, dtype=x.dtype).view(1, 3, 1, 1)
