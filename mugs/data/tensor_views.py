@@ -358,8 +358,7 @@ def adjust_saturation(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
 def adjust_hue(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
     """Rotate the hue by ``shift`` (fraction of a turn) in HSV, as torchvision's tensor kernel."""
     r, g, b = x.unbind(1)
-    maxc, _ = x.max(dim=1)
-    minc, _ = x.min(dim=1)
+    minc, maxc = torch.aminmax(x, dim=1)
     delta = maxc - minc
     s = delta / torch.where(maxc == 0, torch.ones_like(maxc), maxc)
     d = torch.where(delta == 0, torch.ones_like(delta), delta)
@@ -372,20 +371,19 @@ def adjust_hue(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
     return _hsv_to_rgb(h, s, maxc)
 
 
+# Which of (v, q, p, t) the red, green and blue channels take in each sixth of the hue circle.
+_HSV_PICK = torch.tensor([[0, 3, 2], [1, 0, 2], [2, 0, 3], [2, 1, 0], [3, 2, 0], [0, 2, 1]])
+
+
 def _hsv_to_rgb(h: torch.Tensor, s: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    i = torch.floor(h * 6.0)
-    f = h * 6.0 - i
-    i = i.to(torch.int64) % 6
+    h6 = h * 6.0
+    i = torch.floor(h6)
+    f = h6 - i
     p = (v * (1.0 - s)).clamp(0.0, 1.0)
     q = (v * (1.0 - s * f)).clamp(0.0, 1.0)
     t = (v * (1.0 - s * (1.0 - f))).clamp(0.0, 1.0)
-    choices = (
-        torch.stack((v, q, p, p, t, v), dim=1),
-        torch.stack((t, v, v, q, p, p), dim=1),
-        torch.stack((p, p, t, v, v, q), dim=1),
-    )
-    idx = i.unsqueeze(1)
-    return torch.cat([c.gather(1, idx) for c in choices], dim=1)
+    pick = _HSV_PICK[i.to(torch.int64) % 6].permute(0, 3, 1, 2)  # [B, 3, H, W]
+    return torch.stack((v, q, p, t), dim=1).gather(1, pick)
 
 
 _JITTER_OPS = (
