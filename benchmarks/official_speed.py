@@ -11,7 +11,9 @@ sides), with the official ViT-Tiny/16 (``--arch vit_tiny``), 2 + 2 global 224-px
 Each round takes one official step and one of ours on the same batch, in alternating order, so
 that load from other work hits both alike; reported: the median step time of each, the median of
 the per-round ratios (official / ours: > 1 means ours is faster), and with ``--profile`` where
-our step's time goes (torch.profiler, top operators by self CPU time).
+our step's time goes (torch.profiler, top operators by self CPU time), with the share of its
+matrix products (GEMMs and fused attention, the arithmetic both steps do alike) and the bound
+that share sets: official / (ours x share), the speed-up ours would have if nothing else took time.
 
 Writes ``benchmarks/results/official_speed.json``.
 """
@@ -35,6 +37,7 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent)]
 
 import official_parity as par  # noqa: E402
+from host import cpu_info  # noqa: E402
 
 from mugs.engine import Trainer  # noqa: E402
 
@@ -92,19 +95,30 @@ def _rounds(a: argparse.Namespace, off: Any, st: dict[str, Any], tr: Trainer, ba
     return times
 
 
-def _profile(tr: Trainer, batches: list) -> list[dict[str, Any]]:
+MATMUL_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm")
+
+
+def _is_matmul(op: str) -> bool:
+    """A GEMM or a fused attention kernel: the arithmetic both steps must do alike."""
+    return op in MATMUL_OPS or "scaled_dot_product" in op
+
+
+def _profile(tr: Trainer, batches: list) -> tuple[list[dict[str, Any]], float]:
+    """Our step's top operators by self CPU time, and the share of its matrix products."""
     from torch.profiler import ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         for crops, weak in batches[:3]:
             tr.train_step([x.clone() for x in crops], weak.clone())
-    rows = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)[:25]
-    total = sum(e.self_cpu_time_total for e in prof.key_averages())
+    events = prof.key_averages()
+    rows = sorted(events, key=lambda e: e.self_cpu_time_total, reverse=True)[:25]
+    total = sum(e.self_cpu_time_total for e in events)
+    matmul = sum(e.self_cpu_time_total for e in events if _is_matmul(e.key))
     return [
         {"op": e.key, "self_cpu_ms_per_step": round(e.self_cpu_time_total / 3e3, 2),
          "share": round(e.self_cpu_time_total / total, 4), "calls_per_step": e.count / 3}
         for e in rows
-    ]
+    ], matmul / total
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -117,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             off, st, tr = _build(parity, Path(tmp))
             times = _rounds(a, off, st, tr, batches)
-            prof = _profile(tr, batches) if a.profile else None
+            prof, matmul_share = _profile(tr, batches) if a.profile else (None, None)
         finally:
             dist.destroy_process_group()
     ratios = [o / u for o, u in zip(times["official"], times["ours"], strict=True)]
@@ -128,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         "official_commit": par.checkout_commit(a.checkout),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
+        "cpu": cpu_info(),
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(a).items()},
         "step_s": times,
         "median_step_s": med,
@@ -135,6 +150,9 @@ def main(argv: list[str] | None = None) -> int:
         "ours_speedup_of_medians": med["official"] / med["ours"],
         "goal": 1.2,
         "profile_ours": prof,
+        # the speed-up ours would have if everything but its GEMMs and attention took no time
+        "ours_matmul_share": matmul_share,
+        "ours_speedup_bound": med["official"] / (med["ours"] * matmul_share) if matmul_share else None,
     }
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(result, indent=2) + "\n")
@@ -142,6 +160,9 @@ def main(argv: list[str] | None = None) -> int:
           f"{result['ours_speedup_paired_median']:.2f}x (median of paired rounds; goal 1.2x)")
     for r in prof or []:
         print(f"  {r['op'][:50]:50s} {r['self_cpu_ms_per_step']:8.1f} ms/step  {r['share']:6.1%}")
+    if matmul_share:
+        print(f"GEMMs and attention: {matmul_share:.1%} of our step; with nothing else, ours would be "
+              f"{result['ours_speedup_bound']:.2f}x the official speed at most")
     print(f"wrote {a.out}")
     return 0
 

@@ -43,13 +43,15 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+for _path in (REPO, REPO / "benchmarks"):
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
 
 # Read before importing torch: importing torch sets TORCHINDUCTOR_CACHE_DIR to its default.
 _USER_INDUCTOR_CACHE = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
 
 import torch  # noqa: E402
+from host import cpu_info  # noqa: E402
 
 WORKLOADS: dict[str, dict[str, Any]] = {
     "cifar10": {
@@ -417,20 +419,7 @@ def _device_info(device: torch.device, threads: int) -> dict[str, Any]:
             "memory_gib": round(p.total_memory / 2**30, 1),
             "cuda": torch.version.cuda,
         }
-    name = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            name = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), name)
-    except OSError:
-        pass
-    return {
-        "type": "cpu",
-        "name": name,
-        "cores_available": len(os.sched_getaffinity(0))
-        if hasattr(os, "sched_getaffinity")
-        else os.cpu_count(),
-        "torch_threads": threads,
-    }
+    return {"type": "cpu", **cpu_info(), "torch_threads": threads}
 
 
 def _loadavg() -> float | None:
