@@ -283,10 +283,12 @@ def render_views(
 ) -> list[torch.Tensor]:
     """Every view of the batch (``params`` [B, n_views, N_PARAMS], view k ``sizes[k]`` px): the
     pixels of :func:`render` view by view, with the colour jitter and grayscale of all views of
-    one size in one batch. Those operations are per sample, so stacking the views changes no
-    value, and it divides their many small tensor operations by the number of views (the
-    demo's data cost). The blur stays per view: its kernel radius follows the view's largest
-    sigma."""
+    one size in one batch, which divides their many small tensor operations by the number of
+    views (the demo's data cost). Those operations are per sample: on images of the demo's and
+    CIFAR-10's sizes the pixels are bit for bit those of view-by-view rendering (a test checks
+    it); on 224-px views a per-sample mean (contrast) may be summed in another order, a few 1e-6
+    apart, as it already was between batches of different make-up. The blur stays per view: its
+    kernel radius follows the view's largest sigma."""
     crops = [_crop(images, params[:, k], size) for k, size in enumerate(sizes)]
     out: list[torch.Tensor] = list(crops)
     for size in dict.fromkeys(sizes):
