@@ -21,7 +21,10 @@ case's own data settings, with the trainer the preset builds on this machine's c
 The augmentation keeps up when the loader alone delivers batches at least as fast as the steps
 consume them (``loader_over_step`` >= 1) and the loop waits for data a small share of its time.
 With ``num_workers`` 0 (the demo) nothing overlaps: every batch's augmentation adds to its step,
-so the wait share is the augmentation's whole cost. Rates are images over each phase's whole
+so the wait share is the augmentation's whole cost. With workers, the loop's first
+``num_workers x prefetch_factor`` batches (16 for the presets' 4 workers) were made while the
+first one was: its wait share shows a loader slower than the steps only when ``--steps`` is
+larger, so there ``loader_over_step`` is the verdict. Rates are images over each phase's whole
 time (``--batches`` batches of the loader alone, ``--steps`` of the others; workers deliver in
 bursts).
 
